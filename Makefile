@@ -41,7 +41,7 @@ check: $(STAMP)
 	  diff -r --exclude=README.md datasets/tinyworld $$tmp/tinyworld && rm -rf $$tmp && echo "datasets/ regenerates byte-identically" \
 	  || { echo "datasets/tinyworld does not match 'wakea-edu world generate': regenerate and commit"; exit 1; }
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	$(BIN)/python tools/docs.py
+	$(BIN)/python tools/docs.py --check
 
 pytest: $(STAMP)
 	OMP_NUM_THREADS=1 WAKEA_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadfile \

@@ -1,11 +1,14 @@
-"""Build the Quarto docs site (`make docs`).
+"""Build the Quarto docs site and README.md (`make docs`); `--check` only verifies both.
+
+README.md is `nbs/index.ipynb` rendered to Markdown with its stored outputs (nbconvert, so no
+Quarto is needed); `--check` fails when the committed README.md differs from that.
 
 With `quarto` on PATH this is `nbdev-docs` (the site lands in `_docs/`). Without it, the notebooks
 are still processed as nbdev would for Quarto (`_proc/`), each chapter is checked to carry its API
 docs, and the HTML render is reported as skipped. (`nbdev-proc-nbs` itself would try to download
 Quarto, which cannot work offline.)
 """
-import json, shutil, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,25 +30,43 @@ def check_processed(proc: Path) -> list[str]:
     return problems
 
 
-def main() -> int:
-    if shutil.which("quarto"):
-        return subprocess.run([str(Path(sys.executable).parent/"nbdev-docs")], cwd=ROOT).returncode
+def readme_text() -> str:
+    "`nbs/index.ipynb` as Markdown, outputs included."
+    import nbformat
+    from nbconvert import MarkdownExporter
+    nb = nbformat.read(ROOT/"nbs"/"index.ipynb", as_version=4)
+    body, _ = MarkdownExporter().from_notebook_node(nb)
+    return "<!-- Generated from nbs/index.ipynb by `make docs`: edit the notebook, not this file. -->\n\n" + body.strip() + "\n"
+
+
+def process_notebooks() -> list[str]:
+    "What `nbdev-proc-nbs` does, minus its attempt to download Quarto; returns the problems found."
     from nbdev.doclinks import _build_modidx
     from nbdev.quarto import nbdev_sidebar, refresh_quarto_yml
     from nbdev.serve import proc_nbs
-    import os
     os.chdir(ROOT)
     refresh_quarto_yml()
     _build_modidx()
     nbdev_sidebar()
-    proc = proc_nbs(n_workers=0)
-    problems = check_processed(Path(proc))
+    return check_processed(Path(proc_nbs(n_workers=0)))
+
+
+def main(argv: list[str]) -> int:
+    readme, text = ROOT/"README.md", readme_text()
+    check = "--check" in argv
+    if check and (not readme.exists() or readme.read_text() != text):
+        print("README.md is out of date with nbs/index.ipynb: run `make docs` and commit"); return 1
+    if not check:
+        from wakea_edu.core import atomic_write
+        atomic_write(readme, text)
+        if shutil.which("quarto"): return subprocess.run([str(Path(sys.executable).parent/"nbdev-docs")], cwd=ROOT).returncode
+    problems = process_notebooks()
     for p in problems: print("docs:", p)
-    n = len(list((ROOT/"nbs").glob("[0-9]*.ipynb")))
-    print(f"processed {n} chapters into {Path(proc).relative_to(ROOT)}/ for Quarto, API docs present" if not problems else "")
-    print("quarto is not on PATH: the HTML render was SKIPPED (install Quarto and re-run `make docs` for the site)")
-    return 1 if problems else 0
+    if problems: return 1
+    print(f"README.md current; {len(list((ROOT/'nbs').glob('[0-9]*.ipynb')))} chapters processed into _proc/ with their API docs")
+    if not check: print("quarto is not on PATH: the HTML render was SKIPPED (install Quarto, then `make docs` builds _docs/)")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
