@@ -130,3 +130,16 @@ def test_device_override(monkeypatch):
 def test_seed_everything_repeats():
     seed_everything(5); a = torch.randn(3)
     seed_everything(5); assert torch.equal(a, torch.randn(3))
+
+
+@dataclasses.dataclass
+class Validated:
+    n: int = 1
+    def __post_init__(self):
+        if self.n < 1: raise ConfigError(f"n: must be >= 1, got {self.n}")
+
+
+def test_dataclass_validation_errors_name_the_file(tmp_path):
+    path = tmp_path/"v.yaml"
+    path.write_text("n: 0\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: n: must be >= 1, got 0$"): load_config(Validated, path)

@@ -139,7 +139,11 @@ def config_from_dict(cls, data: dict, source: str = "<dict>", prefix: str = ""):
     missing = [n for n, f in fields.items()
                if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing: raise ConfigError(f"{source}: missing field {prefix + missing[0]!r} for {cls.__name__}")
-    return cls(**{k: _convert(v, hints[k], source, prefix + k) for k, v in data.items()})
+    values = {k: _convert(v, hints[k], source, prefix + k) for k, v in data.items()}
+    try: return cls(**values)
+    except ConfigError as e:  # the dataclass's own validation: add where the values came from
+        if str(e).startswith(source): raise
+        raise ConfigError(f"{source}: {prefix}{e}") from None
 
 def _plain(value):
     "Dataclasses, tuples and paths as YAML-friendly builtins."
