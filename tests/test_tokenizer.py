@@ -1,0 +1,182 @@
+"Chapter 02: byte-level BPE — round trips, the minbpe example, special tokens, files, and SentencePiece as the reference."
+import json
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from wakea_edu.text.tokenizer import (SPECIAL_TOKENS, BPETokenizer, SentencePieceTokenizer, TokenizerError,
+                                      bytes_per_token, stdlib_corpus, tinyworld_tokenizer, train_bpe)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return stdlib_corpus(100_000)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    return BPETokenizer.train(corpus, 512)
+
+
+def naive_train(data: bytes, vocab_size: int) -> dict:
+    "Reference trainer: recount every pair after every merge, per chunk, ties to the smallest pair."
+    import regex
+    from wakea_edu.text.tokenizer import GPT4_SPLIT_PATTERN, as_escaped_text, escaped_bytes, merge
+    chunks = [list(escaped_bytes(c)) for c in regex.findall(GPT4_SPLIT_PATTERN, as_escaped_text(data))]
+    merges = {}
+    while len(merges) < vocab_size - 256:
+        counts = Counter(p for ids in chunks for p in zip(ids, ids[1:]))
+        if not counts: break
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges[pair] = 256 + len(merges)
+        chunks = [merge(ids, pair, merges[pair]) for ids in chunks]
+    return merges
+
+
+def test_minbpe_wikipedia_example():
+    for tok in (BPETokenizer.train("aaabdaaabac", 256 + 3, pattern=None), BPETokenizer.train("aaabdaaabac", 256 + 3)):
+        assert tok.merges == {(97, 97): 256, (97, 98): 257, (256, 257): 258}
+        assert tok.encode("aaabdaaabac") == [258, 100, 258, 97, 99]
+        assert tok.decode([258, 100, 258, 97, 99]) == "aaabdaaabac"
+
+
+def test_incremental_training_matches_recounting(corpus):
+    assert train_bpe(corpus[:20_000], 256 + 120) == naive_train(corpus[:20_000], 256 + 120)
+
+
+def test_training_is_deterministic_and_prefix_closed(corpus):
+    long = train_bpe(corpus[:30_000], 256 + 200)
+    assert train_bpe(corpus[:30_000], 256 + 200) == long
+    assert train_bpe(corpus[:30_000], 256 + 50) == dict(list(long.items())[:50])
+
+
+def test_vocabulary_sizes(tokenizer):
+    assert tokenizer.vocab_size == 256 + len(tokenizer.merges) == 512
+    assert tokenizer.n_vocab == 512 + len(SPECIAL_TOKENS)
+    assert sorted(tokenizer.special_ids.values()) == list(range(512, 512 + len(SPECIAL_TOKENS)))
+    with pytest.raises(ValueError):
+        BPETokenizer.train("abc", 255)
+
+
+def test_training_stops_when_pairs_run_out():
+    assert BPETokenizer.train("ab", 1000).vocab_size == 257
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_round_trip_any_bytes(tokenizer, data):
+    ids = tokenizer.encode(data)
+    assert tokenizer.decode_bytes(ids) == data
+    assert tokenizer.decode(ids) == data.decode("utf-8", errors="replace")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_round_trip_any_text(tokenizer, text):
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert tokenizer.encode(text) == tokenizer.encode(text.encode("utf-8"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=100))
+def test_round_trip_without_pattern(data):
+    tok = BPETokenizer.train(b"abcabcabd\xff\xfe" * 10, 256 + 20, pattern=None)
+    assert tok.decode_bytes(tok.encode(data)) == data
+
+
+def test_empty_and_invalid_utf8(tokenizer):
+    assert tokenizer.encode("") == tokenizer.encode(b"") == []
+    assert tokenizer.decode([]) == "" and tokenizer.decode_bytes([]) == b""
+    assert tokenizer.decode_bytes(tokenizer.encode(b"\xff\xc3")) == b"\xff\xc3"
+    assert tokenizer.decode(tokenizer.encode(b"\xff")) == "\ufffd"
+    with pytest.raises(TokenizerError, match="not in the vocabulary"):
+        tokenizer.decode([tokenizer.n_vocab])
+    with pytest.raises(TokenizerError):
+        tokenizer.decode([-1])
+
+
+def test_special_tokens(tokenizer):
+    text = "<|bos|><|user|>what falls?<|assistant|>the cup<|eos|>"
+    plain = tokenizer.encode(text)
+    assert not set(plain) & set(tokenizer.special_ids.values())
+    ids = tokenizer.encode(text, allowed_special="all")
+    sid = tokenizer.special_ids
+    assert ids[:2] == [sid["<|bos|>"], sid["<|user|>"]] and ids[-1] == sid["<|eos|>"]
+    assert tokenizer.decode(ids) == tokenizer.decode(plain) == text
+    only_bos = tokenizer.encode(text, allowed_special={"<|bos|>"})
+    assert only_bos[0] == sid["<|bos|>"] and sid["<|user|>"] not in only_bos
+    assert tokenizer.encode(text, allowed_special="<|bos|>") == only_bos
+    assert set(SPECIAL_TOKENS) <= set(sid)
+    with pytest.raises(TokenizerError, match="unknown special"):
+        tokenizer.encode("x", allowed_special={"<|nope|>"})
+
+
+def test_save_load_round_trip(tokenizer, corpus, tmp_path):
+    path = tokenizer.save(tmp_path / "tok.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["tok.json"]  # no temporary file left behind
+    loaded = BPETokenizer.load(path)
+    assert loaded.merges == tokenizer.merges and loaded.special_ids == tokenizer.special_ids
+    assert loaded.pattern == tokenizer.pattern
+    sample = corpus[-5000:]
+    assert loaded.encode(sample) == tokenizer.encode(sample)
+
+
+def test_bad_files_are_refused_by_name(tokenizer, tmp_path):
+    good = tokenizer.save(tmp_path / "good.json").read_bytes()
+    state = json.loads(good)
+    cases = {
+        "truncated.json": good[: len(good) // 2],
+        "binary.json": b"\x00\xff\x13garbage",
+        "foreign.json": json.dumps({"model": {"type": "BPE"}}).encode(),
+        "list.json": b"[1, 2, 3]",
+        "future.json": json.dumps(state | {"version": 99}).encode(),
+        "bad_merge.json": json.dumps(state | {"merges": [[0, 1], [5000, 2]]}).encode(),
+        "dup_merge.json": json.dumps(state | {"merges": [[0, 1], [0, 1]]}).encode(),
+        "bad_pattern.json": json.dumps(state | {"pattern": "(unclosed"}).encode(),
+        "bad_specials.json": json.dumps(state | {"special_tokens": ["<|a|>", "<|a|>"]}).encode(),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(TokenizerError, match=name):
+            BPETokenizer.load(tmp_path / name)
+    with pytest.raises(TokenizerError, match="missing.json"):
+        BPETokenizer.load(tmp_path / "missing.json")
+
+
+def test_sentencepiece_reference_round_trips_and_matches_vocab(corpus):
+    sp = SentencePieceTokenizer.train(corpus, 512)
+    assert sp.vocab_size == 512
+    text = corpus[-5000:].decode("utf-8", errors="replace")
+    assert sp.decode(sp.encode(text)) == text
+    ids = sp.encode("<|bos|>x = 1\n", allowed_special="all")
+    assert ids[0] == sp.special_ids["<|bos|>"] and sp.decode(ids) == "<|bos|>x = 1\n"
+    assert sp.special_ids["<|bos|>"] not in sp.encode("<|bos|>")
+
+
+def test_compression_within_5_percent_of_sentencepiece():
+    train, heldout = stdlib_corpus(256_000), stdlib_corpus(64_000, offset=256_000)
+    ours = bytes_per_token(BPETokenizer.train(train, 1024), heldout)
+    reference = bytes_per_token(SentencePieceTokenizer.train(train, 1024), heldout)
+    assert ours >= 0.95 * reference
+
+
+def test_stdlib_corpus_is_contiguous():
+    whole = stdlib_corpus(3000)
+    assert len(whole) == 3000 and stdlib_corpus(1000, offset=2000) == whole[2000:]
+
+
+def test_merges_are_kept_in_id_order_and_checked():
+    tok = BPETokenizer({(256, 257): 258, (97, 97): 256, (97, 98): 257}, pattern=None)
+    assert list(tok.merges.values()) == [256, 257, 258] and tok.decode([258]) == "aaab"
+    with pytest.raises(TokenizerError, match="merge ids"):
+        BPETokenizer({(97, 97): 300})
+
+
+def test_tinyworld_tokenizer_round_trips_validation_stories():
+    from wakea_edu.world.tinyworld import TinyWorld, WorldConfig
+    tok = tinyworld_tokenizer(1024, seed=0)
+    assert 256 < tok.vocab_size <= 1024 and tok.n_vocab == tok.vocab_size + len(SPECIAL_TOKENS)
+    val = TinyWorld(WorldConfig(seed=0)).corpus("val")
+    assert tok.decode(tok.encode(val)) == val
+    assert tinyworld_tokenizer(1024, seed=0).merges == tok.merges
