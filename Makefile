@@ -40,6 +40,9 @@ check: $(STAMP)
 	@tmp=$$(mktemp -d) && $(BIN)/wakea-edu world generate --out $$tmp/tinyworld >/dev/null && \
 	  diff -r --exclude=README.md datasets/tinyworld $$tmp/tinyworld && rm -rf $$tmp && echo "datasets/ regenerates byte-identically" \
 	  || { echo "datasets/tinyworld does not match 'wakea-edu world generate': regenerate and commit"; exit 1; }
+	@tmp=$$(mktemp -d) && $(BIN)/wakea-edu exercises build --out $$tmp >/dev/null && \
+	  diff -r exercises $$tmp && rm -rf $$tmp && echo "exercises/ regenerates byte-identically" \
+	  || { echo "exercises/ is out of date with solutions/: run 'wakea-edu exercises build' and commit"; exit 1; }
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/python tools/docs.py --check
 
