@@ -1,0 +1,49 @@
+"The `wakea-edu` command as a shell runs it: exit codes, messages naming the problem, nothing half-written."
+import subprocess, sys
+from pathlib import Path
+
+import pytest
+
+WAKEA = str(Path(sys.executable).parent/"wakea-edu")
+
+
+def run(*args, cwd=None):
+    return subprocess.run([WAKEA, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_lists_commands():
+    r = run("--help")
+    assert r.returncode == 0 and all(c in r.stdout for c in ("doctor", "world", "demo"))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["doctor", "--colour", "red"], "--colour"),
+    (["teleport"], "teleport"),
+    (["world", "generate"], "--out"),
+    (["world", "generate", "--out", "x", "--seed", "many"], "--seed"),
+    (["world", "generate", "--out", "x", "--size", "3"], "--size"),
+])
+def test_bad_arguments_are_named(tmp_path, args, needle):
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 2 and needle in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_exits_zero():
+    r = run("doctor")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[OK] core" in r.stdout and "[FAIL]" not in r.stdout
+
+
+def test_world_generate_is_deterministic(tmp_path):
+    for name in ("a", "b"): assert run("world", "generate", "--out", str(tmp_path/name), "--seed", "7").returncode == 0
+    files = sorted(p.name for p in (tmp_path/"a").iterdir())
+    assert files and all((tmp_path/"a"/f).read_bytes() == (tmp_path/"b"/f).read_bytes() for f in files)
+
+
+def test_unwritable_output_is_a_clean_error(tmp_path):
+    blocker = tmp_path/"file"
+    blocker.write_text("in the way")
+    r = run("world", "generate", "--out", str(blocker/"world"))
+    assert r.returncode == 1 and "wakea-edu: error:" in r.stderr and "Traceback" not in r.stderr
+    assert blocker.read_text() == "in the way"
