@@ -1,9 +1,12 @@
-"""Language-model benchmarks: our attention against PyTorch's SDPA, and generation with and without the KV cache.
+"""Language-model benchmarks: our attention against PyTorch's SDPA, training speed against a torch.nn transformer,
+the full TinyWorld pretraining run against the entropy floor, and generation with and without the KV cache.
 
 Each group of keys comes from one measurement function in `MEASUREMENTS`; `--only NAME[,NAME]` runs some of them
 (the new keys are then merged into the existing results file). Everything runs on the CPU with a fixed thread count
-(`threads` in the output); each timing is the median of repeats interleaved across the compared functions, and
-only ratios are meant to be compared across machines. Prints one JSON object on its last line and writes it to
+(`threads` in the output; the training measurements use `train_threads`, this machine's 2 cores); each timing is
+the median of repeats interleaved across the compared functions, and only ratios are meant to be compared across
+machines. The full training run also writes its metrics log to bench/results/lm_train_metrics.jsonl, which
+chapter 06 plots. Prints one JSON object on its last line and writes it to
 bench/results/lm.json atomically.
 """
 import os
@@ -14,6 +17,7 @@ os.environ.setdefault("WAKEA_QUIET", "1")
 
 import argparse
 import dataclasses
+import inspect
 import json
 import platform
 import statistics
@@ -28,8 +32,14 @@ from wakea_edu.core import atomic_write
 from wakea_edu.text.attention import MultiHeadAttention, attention, causal_mask, merge_heads
 from wakea_edu.text.generate import generate
 from wakea_edu.text.model import LM_PRESETS, WakeaLM
+from wakea_edu.text.tokenizer import tinyworld_tokenizer
+from wakea_edu.text.train import encode_stories, pack, param_groups, pretrain_tinyworld, sample_batch
+from wakea_edu.world.tinyworld import TinyWorld, WorldConfig
 
 RESULTS = Path(__file__).parent / "results" / "lm.json"
+TRAIN_METRICS = RESULTS.with_name("lm_train_metrics.jsonl")
+TRAIN_THREADS = 2
+SPEED_BATCH, SPEED_BLOCK, SPEED_STEPS = 16, 256, 20
 ATTN_BATCH, ATTN_SEQ = 4, 256  # the small preset's heads (6 x 64) over its whole context
 ATTN_REPEATS, ATTN_CALLS = 15, 5
 GEN_PROMPT, GEN_NEW, GEN_REPEATS = 16, 512, 3
@@ -86,7 +96,73 @@ def measure_generation() -> dict:
             "kv_cache_speedup": round(medians["nocache"] / medians["cache"], 2)}
 
 
-MEASUREMENTS = {"attention": measure_attention, "generation": measure_generation}
+class TorchNNLM(nn.Module):
+    "The reference for training speed: torch.nn.TransformerEncoderLayer blocks (pre-norm, causal, no dropout), tied embeddings."
+
+    def __init__(self, vocab_size: int, d_model: int, n_heads: int, n_layers: int, d_ff: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        nn.init.normal_(self.embed.weight, std=0.02)             # as ours: tied logits start small
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, ids):
+        mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
+        return self.norm(self.blocks(self.embed(ids), mask=mask, is_causal=True)) @ self.embed.weight.T
+
+
+def measure_train_speed() -> dict:
+    "Training steps per second: the tiny preset against an equally sized torch.nn model, same batches, interleaved."
+    torch.set_num_threads(TRAIN_THREADS)
+    world = TinyWorld(WorldConfig(stories={"train": 5_000, "val": 10, "test": 10}))
+    tok = tinyworld_tokenizer()
+    train = pack(encode_stories(tok, world.stories("train")), tok.special_ids["<|bos|>"])
+    cfg = dataclasses.replace(LM_PRESETS["tiny"], vocab_size=tok.n_vocab)
+    torch.manual_seed(0)
+    ours = WakeaLM(cfg)
+    # SwiGLU has three d x hidden matrices, a GELU MLP two: 1.5 x hidden gives the same weights
+    ref = TorchNNLM(cfg.vocab_size, cfg.d_model, cfg.n_heads, cfg.n_layers, 3 * ours.blocks[0].mlp.up.out_features // 2)
+    models = {"ours": ours, "torch_nn": ref}
+    opts = {name: torch.optim.AdamW(param_groups(m, 0.1), lr=1e-3) for name, m in models.items()}
+    batches = {name: torch.Generator().manual_seed(0) for name in models}
+
+    def step(name):
+        x, y = sample_batch(train, SPEED_BLOCK, SPEED_BATCH, batches[name])
+        loss = F.cross_entropy(models[name](x).flatten(0, 1), y.flatten())
+        loss.backward(); opts[name].step(); opts[name].zero_grad(set_to_none=True)
+        return loss.item()
+
+    medians, _ = interleaved_medians({name: lambda name=name: step(name) for name in models}, SPEED_STEPS, warmup=2)
+    tokens = SPEED_BATCH * SPEED_BLOCK
+    return {"train_threads": TRAIN_THREADS, "train_speed_shape": [SPEED_BATCH, SPEED_BLOCK], "train_speed_steps": SPEED_STEPS,
+            "train_params_ours": sum(p.numel() for p in ours.parameters()),
+            "train_params_torch_nn": sum(p.numel() for p in ref.parameters()),
+            "train_tok_s_ours": round(tokens / medians["ours"]), "train_tok_s_torch_nn": round(tokens / medians["torch_nn"]),
+            "train_speed_ratio": round(medians["torch_nn"] / medians["ours"], 3)}
+
+
+def measure_tinyworld_training() -> dict:
+    "The full run (chapter 06's `pretrain_tinyworld` with its defaults): validation bits per character and the rules' TV."
+    torch.set_num_threads(TRAIN_THREADS)
+    run = pretrain_tinyworld(device="cpu")
+    atomic_write(TRAIN_METRICS, "".join(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()},
+                                                   sort_keys=True) + "\n" for r in run.log))
+    s = run.summary()
+    defaults = {k: p.default for k, p in inspect.signature(pretrain_tinyworld).parameters.items()
+                if p.kind == p.KEYWORD_ONLY and k != "device"}
+    return {"tinyworld_run": {**defaults, "tokens": s["steps"] * defaults["batch_size"] * defaults["block_size"],
+                              "params": sum(p.numel() for p in run.model.parameters())},
+            # the floor a model trained on other surfaces can reach (see chapter 06); the exact split entropy beside it
+            "tinyworld_val_bpc": round(s["val_bpc"], 5), "tinyworld_floor_bpc": round(s["reachable_floor_bpc"], 5),
+            "tinyworld_bpc_ratio": round(s["bpc_ratio"], 4), "tinyworld_exact_floor_bpc": round(s["exact_floor_bpc"], 5),
+            "tinyworld_bpc_ratio_exact": round(s["bpc_ratio_exact"], 4), "tinyworld_result_tv": round(s["result_tv"], 4),
+            "tinyworld_train_s": round(s["train_s"], 1), "tinyworld_eval_s": round(s["eval_s"], 1)}
+
+
+MEASUREMENTS = {"attention": measure_attention, "train_speed": measure_train_speed, "train": measure_tinyworld_training,
+                "generation": measure_generation}
 
 
 def main():
@@ -99,7 +175,9 @@ def main():
     result = json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
     result |= {"threads": THREADS, "torch": torch.__version__, "python": platform.python_version(),
                "machine": platform.machine()}
-    for name in names: result |= MEASUREMENTS[name]()
+    for name in names:
+        result |= MEASUREMENTS[name]()
+        torch.set_num_threads(THREADS)
     atomic_write(RESULTS, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
 
