@@ -33,7 +33,8 @@ def failed(report) -> set[str]:
 
 
 def test_every_chapter_has_a_solution():
-    assert list(SOLUTIONS) == ["00_core.ipynb", "01_world.ipynb", "02_tokenizer.ipynb"]
+    assert list(SOLUTIONS) == ["00_core.ipynb", "01_world.ipynb", "02_tokenizer.ipynb", "03_attention.ipynb", "04_rope.ipynb",
+                              "05_transformer.ipynb", "06_pretraining.ipynb", "07_generation.ipynb"]
 
 
 @pytest.mark.parametrize("name", SOLUTIONS)
@@ -98,6 +99,114 @@ MUTANTS = [  # (solution, replacement graded cell, the tests it must fail)
     ("02_tokenizer.ipynb", "def decode(ids, merges):\n    vocab = {i: bytes([i]) for i in range(256)}\n"
                            "    for (a, b), i in merges.items(): vocab[i] = vocab[a] + vocab[b]\n    return b''.join(vocab[i] for i in ids).decode()",
      {"decode_replaces_invalid_utf8"}),
+    ("03_attention.ipynb", "def causal_mask(n_q, n_k):  # aligned top-left, as is_causal=True\n    return torch.ones(n_q, n_k, dtype=torch.bool).tril()",
+     {"causal_mask_aligns_bottom_right_with_a_cache", "causal_mask_one_new_token_sees_everything"}),
+    ("03_attention.ipynb", "def causal_mask(n_q, n_k):  # off by one: each query also sees the next key\n"
+                           "    return torch.ones(n_q, n_k, dtype=torch.bool).tril(diagonal=n_k - n_q + 1)",
+     {"causal_mask_square_is_lower_triangular", "causal_mask_aligns_bottom_right_with_a_cache"}),
+    ("03_attention.ipynb", "def attention(q, k, v, mask=None):  # not scaled by sqrt(d)\n    scores = q @ k.transpose(-2, -1)\n"
+                           "    if mask is not None: scores = scores.masked_fill(~mask, float('-inf'))\n    return scores.softmax(-1) @ v",
+     {"attention_matches_sdpa_without_mask", "attention_matches_sdpa_with_a_causal_mask"}),
+    ("03_attention.ipynb", "def attention(q, k, v, mask=None):  # masks after the softmax: the weights no longer sum to one\n"
+                           "    weights = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1)\n"
+                           "    return (weights if mask is None else weights * mask) @ v",
+     {"attention_matches_sdpa_with_a_causal_mask", "attention_with_fewer_queries_than_keys", "attention_with_padding_and_causal_masks"}),
+    ("04_rope.ipynb", "_rope = apply_rope\ndef apply_rope(x, positions, base=10000.0):  # the interleaved convention\n"
+                      "    d = x.shape[-1]\n    angles = positions.double()[:, None] * base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)\n"
+                      "    cos, sin = angles.cos().float(), angles.sin().float()\n    a, b = x.float()[..., 0::2], x.float()[..., 1::2]\n"
+                      "    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).to(x.dtype)",
+     {"rope_matches_the_library", "rope_uses_the_base"}),
+    ("04_rope.ipynb", "_rope = apply_rope\ndef apply_rope(x, positions, base=10000.0):  # rotates backwards\n    return _rope(x, -positions, base)",
+     {"rope_matches_the_library"}),
+    ("04_rope.ipynb", "_rope = apply_rope\ndef apply_rope(x, positions, base=10000.0):  # positions counted from 1\n    return _rope(x, positions + 1, base)",
+     {"rope_at_position_zero_is_the_identity", "rope_matches_the_library"}),
+    ("04_rope.ipynb", "_rope = apply_rope\ndef apply_rope(x, positions, base=10000.0):  # ignores the base\n    return _rope(x, positions)",
+     {"rope_uses_the_base"}),
+    ("04_rope.ipynb", "_rope = apply_rope\ndef apply_rope(x, positions, base=10000.0):  # returns fp32\n    return _rope(x.float(), positions, base)",
+     {"rope_keeps_the_input_dtype"}),
+    ("04_rope.ipynb", "def interleaved_to_half(head_dim):  # odds first\n    return torch.cat([torch.arange(1, head_dim, 2), torch.arange(0, head_dim, 2)])",
+     {"interleaved_to_half_lists_evens_then_odds", "permutation_maps_interleaved_to_rotate_half"}),
+    ("04_rope.ipynb", "def half_to_interleaved(head_dim):  # P itself, not its inverse\n    return interleaved_to_half(head_dim)",
+     {"half_to_interleaved_undoes_it"}),
+    ("05_transformer.ipynb", "def rms_norm(x, weight, eps=1e-5):  # no fp32 upcast\n"
+                             "    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * weight",
+     {"rms_norm_squares_in_fp32"}),
+    ("05_transformer.ipynb", "def rms_norm(x, weight, eps=1e-5):  # mean instead of mean of squares\n    x32 = x.float()\n"
+                             "    return (x32 * torch.rsqrt(x32.mean(-1, keepdim=True).abs() + eps) * weight.float()).to(x.dtype)",
+     {"rms_norm_matches_torch"}),
+    ("05_transformer.ipynb", "def rms_norm(x, weight, eps=1e-5):  # centres like LayerNorm\n    x32 = x.float() - x.float().mean(-1, keepdim=True)\n"
+                             "    return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps) * weight.float()).to(x.dtype)",
+     {"rms_norm_does_not_subtract_the_mean"}),
+    ("05_transformer.ipynb", "def rms_norm(x, weight, eps=1e-5):  # eps outside the root\n    x32 = x.float()\n"
+                             "    return (x32 / (x32.square().mean(-1, keepdim=True).sqrt() + eps) * weight.float()).to(x.dtype)",
+     {"rms_norm_adds_eps_inside_the_root"}),
+    ("05_transformer.ipynb", "def swiglu_hidden(d_model, multiple_of=64):  # rounds to the nearest multiple\n"
+                             "    return round(8 * d_model / 3 / multiple_of) * multiple_of",
+     {"swiglu_hidden_is_eight_thirds_rounded_up"}),
+    ("05_transformer.ipynb", "def swiglu_hidden(d_model, multiple_of=64):  # always a multiple of 64\n    return -(-8 * d_model // 192) * 64",
+     {"swiglu_hidden_respects_multiple_of"}),
+    ("05_transformer.ipynb", "def swiglu(x, w_gate, w_up, w_down):  # silu on the wrong branch\n"
+                             "    return F.linear(F.linear(x, w_gate) * F.silu(F.linear(x, w_up)), w_down)",
+     {"swiglu_matches_the_library_module"}),
+    ("06_pretraining.ipynb", "@torch.no_grad()\ndef adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):\n"
+                             "    grad = grad + weight_decay * param  # coupled: Adam's L2 penalty\n    beta1, beta2 = betas\n"
+                             "    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)\n"
+                             "    param.sub_(lr * (exp_avg / (1 - beta1 ** step)) / ((exp_avg_sq / (1 - beta2 ** step)).sqrt() + eps))",
+     {"adamw_decays_weights_decoupled", "adamw_ten_steps_match_torch"}),
+    ("06_pretraining.ipynb", "@torch.no_grad()\ndef adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):\n"
+                             "    beta1, beta2 = betas  # no bias correction\n    param.mul_(1 - lr * weight_decay)\n"
+                             "    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)\n"
+                             "    param.sub_(lr * exp_avg / (exp_avg_sq.sqrt() + eps))",
+     {"adamw_first_step_matches_torch", "adamw_ten_steps_match_torch"}),
+    ("06_pretraining.ipynb", "_step = adamw_step\ndef adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, **kw):  # rebinds instead of updating in place\n"
+                             "    param = param.clone(); _step(param, grad, exp_avg, exp_avg_sq, step, lr, **kw)",
+     {"adamw_first_step_matches_torch", "adamw_decays_weights_decoupled", "adamw_ten_steps_match_torch"}),
+    ("06_pretraining.ipynb", "_lr = lr_at\ndef lr_at(step, max_lr, warmup_steps, total_steps, min_lr_ratio=0.1):  # warmup starts at 0\n"
+                             "    return max_lr * step / warmup_steps if step < warmup_steps else _lr(step, max_lr, warmup_steps, total_steps, min_lr_ratio)",
+     {"lr_warms_up_linearly"}),
+    ("06_pretraining.ipynb", "_lr = lr_at\ndef lr_at(step, max_lr, warmup_steps, total_steps, min_lr_ratio=0.1):  # decays to 0, not to the floor\n"
+                             "    return _lr(step, max_lr, warmup_steps, total_steps, 0.0)",
+     {"lr_decays_along_a_cosine", "lr_stays_at_the_floor_after_the_last_step"}),
+    ("06_pretraining.ipynb", "_lr = lr_at\ndef lr_at(step, max_lr, warmup_steps, total_steps, min_lr_ratio=0.1):  # the cosine goes on past the end\n"
+                             "    if step < warmup_steps: return _lr(step, max_lr, warmup_steps, total_steps, min_lr_ratio)\n"
+                             "    floor = max_lr * min_lr_ratio\n"
+                             "    return floor + (max_lr - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps)))",
+     {"lr_stays_at_the_floor_after_the_last_step"}),
+    ("06_pretraining.ipynb", "@torch.no_grad()\ndef clip_grad_norm(grads, max_norm):  # clips each tensor on its own\n"
+                             "    total = math.sqrt(sum(g.square().sum().item() for g in grads))\n"
+                             "    for g in grads: g.mul_(min(1.0, max_norm / (g.norm().item() + 1e-6)))\n    return total",
+     {"clip_scales_every_gradient_by_the_same_factor"}),
+    ("06_pretraining.ipynb", "_clip = clip_grad_norm\ndef clip_grad_norm(grads, max_norm):  # returns the norm after clipping\n"
+                             "    _clip(grads, max_norm)\n    return math.sqrt(sum(g.square().sum().item() for g in grads))",
+     {"clip_returns_the_global_norm"}),
+    ("07_generation.ipynb", "def top_p_filter(logits, p):  # keeps only tokens within the mass p: may drop the top token\n"
+                            "    order = logits.argsort(dim=-1, descending=True, stable=True)\n"
+                            "    drop_sorted = logits.float().softmax(-1).gather(-1, order).cumsum(-1) > p\n"
+                            "    return logits.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted), float('-inf'))",
+     {"top_p_always_keeps_the_top_token", "top_p_keeps_the_smallest_nucleus"}),
+    ("07_generation.ipynb", "def top_p_filter(logits, p):  # one too few: drops the token that reaches p\n"
+                            "    if p >= 1: return logits\n    order = logits.argsort(dim=-1, descending=True, stable=True)\n"
+                            "    drop_sorted = logits.float().softmax(-1).gather(-1, order).cumsum(-1) >= p\n    drop_sorted[..., 0] = False\n"
+                            "    return logits.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted), float('-inf'))",
+     {"top_p_keeps_the_smallest_nucleus", "top_p_matches_the_library_on_random_logits"}),
+    ("07_generation.ipynb", "_top_p = top_p_filter\ndef top_p_filter(logits, p):  # ties go to the higher id\n    return _top_p(logits.flip(-1), p).flip(-1)",
+     {"top_p_breaks_ties_toward_lower_ids"}),
+    ("07_generation.ipynb", "_top_p = top_p_filter\ndef top_p_filter(logits, p):  # no special case for p = 1\n    return _top_p(logits, min(p, 1 - 1e-12))",
+     {"top_p_of_one_keeps_everything"}),
+    ("07_generation.ipynb", "def cache_update(cache_k, cache_v, k, v, offset):  # writes one position too far\n"
+                            "    end = offset + k.shape[2]\n    cache_k[:, :, offset + 1:end + 1] = k; cache_v[:, :, offset + 1:end + 1] = v\n"
+                            "    return cache_k[:, :, :end + 1], cache_v[:, :, :end + 1]",
+     {"cache_update_writes_at_the_offset", "cache_update_decodes_like_full_attention"}),
+    ("07_generation.ipynb", "_update = cache_update\ndef cache_update(cache_k, cache_v, k, v, offset):  # returns only the new positions\n"
+                            "    _update(cache_k, cache_v, k, v, offset)\n    return k, v",
+     {"cache_update_returns_the_filled_prefix", "cache_update_decodes_like_full_attention"}),
+    ("07_generation.ipynb", "_update = cache_update\ndef cache_update(cache_k, cache_v, k, v, offset):  # copies\n"
+                            "    return tuple(t.clone() for t in _update(cache_k, cache_v, k, v, offset))",
+     {"cache_update_returns_views_of_the_cache"}),
+    ("07_generation.ipynb", "def cache_update(cache_k, cache_v, k, v, offset):  # no bounds check\n"
+                            "    end = offset + k.shape[2]\n    cache_k[:, :, offset:end] = k; cache_v[:, :, offset:end] = v\n"
+                            "    return cache_k[:, :, :end], cache_v[:, :, :end]",
+     {"cache_update_refuses_to_overflow"}),
 ]
 
 
