@@ -1,4 +1,5 @@
 "The `wakea-edu` command as a shell runs it: exit codes, messages naming the problem, nothing half-written."
+import json
 import subprocess, sys
 from pathlib import Path
 
@@ -47,3 +48,16 @@ def test_unwritable_output_is_a_clean_error(tmp_path):
     r = run("world", "generate", "--out", str(blocker/"world"))
     assert r.returncode == 1 and "wakea-edu: error:" in r.stderr and "Traceback" not in r.stderr
     assert blocker.read_text() == "in the way"
+
+
+def test_demo_runs_the_pipeline_and_writes_its_artefacts(tmp_path):
+    r = run("demo", "--out", str(tmp_path/"demo"), "--steps", "3", "--train-stories", "300", "--samples", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path/"demo"
+    for name in ("summary.json", "triplets.png", "samples.txt", "tokenizer.json", "pretrain/checkpoint.safetensors",
+                 "pretrain/metrics.jsonl", "tinyworld/corpus_train.txt"):
+        assert (out/name).is_file(), name
+    summary = json.loads((out/"summary.json").read_text())
+    assert summary["pretraining"]["steps"] == 3 and summary["pretraining"]["val_bpc"] > summary["pretraining"]["exact_floor_bpc"]
+    assert (out/"samples.txt").read_text().count("\n") == 2 and summary["samples"]["events"] >= 2
+    assert "bits per character" in r.stdout and "follow the rules" in r.stdout
