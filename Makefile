@@ -1,5 +1,6 @@
 # Every target sets itself up: the first run makes .venv and installs the project with its dev
-# extra; later runs reinstall only when pyproject.toml changed.
+# extra; later runs reinstall only when pyproject.toml's content changed (nbdev-export rewrites
+# the file, so its date alone says nothing: the stamp holds the content's hash).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,8 +23,10 @@ help:
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "wakea-edu needs Python 3.10 or newer"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $@
+	@hash=$$($(BIN)/python -c 'import hashlib; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest())'); \
+	if [ "$$(cat $@ 2>/dev/null)" = "$$hash" ]; then touch $@; else \
+	  echo "$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'" && \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' && echo "$$hash" > $@; fi
 
 install: $(STAMP)
 
