@@ -30,9 +30,10 @@ from typing import Callable
 # %% auto #0
 __all__ = ['GRADED_MARKER', 'BEGIN_SOLUTION', 'END_SOLUTION', 'STUB', 'PRELOAD', 'GradingError', 'read_notebook', 'is_graded',
            'graded_cells', 'stub_solutions', 'exercise_from_solution', 'build_exercises', 'CheckFailed', 'require',
-           'GradedTest', 'graded', 'load_tests', 'graded_chapters', 'grader_module', 'chapter_of', 'resolve_notebook',
-           'set_limits', 'install_sandbox', 'MissingDefinition', 'run_cells', 'probe_in_sandbox', 'TestResult',
-           'run_tests', 'Report', 'held_out_tests', 'grade']
+           'GradedTest', 'graded', 'tensor_to_plain', 'plain_to_tensor', 'max_abs_diff', 'seeded_randn', 'load_tests',
+           'graded_chapters', 'grader_module', 'chapter_of', 'resolve_notebook', 'set_limits', 'install_sandbox',
+           'MissingDefinition', 'run_cells', 'probe_in_sandbox', 'TestResult', 'run_tests', 'Report', 'held_out_tests',
+           'grade']
 
 # %% ../nbs/90_grading.ipynb #8e54e342
 GRADED_MARKER = "#| graded"
@@ -127,6 +128,28 @@ def graded(points: int = 1) -> Callable[[Callable], GradedTest]:
     "Decorator: make a probe function into a `GradedTest` worth `points`."
     def make(probe): return GradedTest(probe.__name__, points, probe, (probe.__doc__ or "").strip())
     return make
+
+def tensor_to_plain(t) -> dict:
+    "A probe's tensor answer as plain JSON values: shape, dtype and the values (bools stay bools, -inf stays -inf)."
+    import torch
+    t = torch.as_tensor(t).detach().cpu()
+    values = t.flatten().tolist() if t.dtype == torch.bool else t.double().flatten().tolist()
+    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "values": values}
+
+def plain_to_tensor(got: dict, shape, what: str):
+    "`tensor_to_plain`'s answer back as a float64 tensor of `shape`; another shape fails the check, naming `what`."
+    import torch
+    require(got["shape"] == list(shape), f"{what} has shape {tuple(got['shape'])}, expected {tuple(shape)}")
+    return torch.tensor(got["values"], dtype=torch.float64).reshape(shape)
+
+def max_abs_diff(got: dict, want, what: str) -> float:
+    "Largest |learner − reference| between a `tensor_to_plain` answer and the reference tensor `want`."
+    return (plain_to_tensor(got, want.shape, what) - want.double()).abs().max().item()
+
+def seeded_randn(seed: int, *shape):
+    "Standard normal values from their own seeded generator: the same inputs in the probe and the check."
+    import torch
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 # %% ../nbs/90_grading.ipynb #0aa51866
 def _load_file(path: Path) -> types.ModuleType:

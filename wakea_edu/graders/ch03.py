@@ -14,13 +14,7 @@ __all__ = ['causal_mask_square_is_lower_triangular', 'causal_mask_aligns_bottom_
 import torch
 import torch.nn.functional as F
 
-from ..grading import graded, require
-
-def _plain(t) -> dict:
-    "A tensor as plain values: shape, dtype and the values (bools stay bools)."
-    t = torch.as_tensor(t).detach().cpu()
-    values = t.flatten().tolist() if t.dtype == torch.bool else t.double().flatten().tolist()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "values": values}
+from ..grading import graded, max_abs_diff, require, tensor_to_plain
 
 def _rows(mask: torch.Tensor) -> str:
     "A 2-D bool mask as rows of 0/1, for feedback."
@@ -39,7 +33,7 @@ def _require_mask(got: dict, n_q: int, n_k: int) -> None:
 @graded(points=1)
 def causal_mask_square_is_lower_triangular(learner):
     "causal_mask(5, 5) lets query i see keys 0..i, as a bool tensor."
-    return _plain(learner.causal_mask(5, 5))
+    return tensor_to_plain(learner.causal_mask(5, 5))
 
 @causal_mask_square_is_lower_triangular.check
 def _(got): _require_mask(got, 5, 5)
@@ -47,7 +41,7 @@ def _(got): _require_mask(got, 5, 5)
 @graded(points=2)
 def causal_mask_aligns_bottom_right_with_a_cache(learner):
     "With fewer queries than keys the queries are the last positions: causal_mask(3, 7) lets query i see keys 0..i + 4."
-    return [_plain(learner.causal_mask(n_q, n_k)) for n_q, n_k in ((3, 7), (2, 5))]
+    return [tensor_to_plain(learner.causal_mask(n_q, n_k)) for n_q, n_k in ((3, 7), (2, 5))]
 
 @causal_mask_aligns_bottom_right_with_a_cache.check
 def _(got):
@@ -56,7 +50,7 @@ def _(got):
 @graded(points=1)
 def causal_mask_one_new_token_sees_everything(learner):
     "causal_mask(1, 6): one new query after 5 cached keys sees all 6 keys."
-    return _plain(learner.causal_mask(1, 6))
+    return tensor_to_plain(learner.causal_mask(1, 6))
 
 @causal_mask_one_new_token_sees_everything.check
 def _(got): _require_mask(got, 1, 6)
@@ -77,14 +71,13 @@ def attention_case(name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
 
 def _probe_attention(learner, name: str) -> dict:
     q, k, v, mask = attention_case(name)
-    return _plain(learner.attention(q, k, v) if mask is None else learner.attention(q, k, v, mask))
+    return tensor_to_plain(learner.attention(q, k, v) if mask is None else learner.attention(q, k, v, mask))
 
 def _require_sdpa(got: dict, name: str, atol: float = 1e-5) -> None:
     q, k, v, mask = attention_case(name)
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-    require(got["shape"] == list(want.shape), f"attention with {shapes} gave shape {tuple(got['shape'])}, expected {tuple(want.shape)}")
-    diff = (torch.tensor(got["values"], dtype=torch.float64).reshape(want.shape) - want.double()).abs().max().item()
+    diff = max_abs_diff(got, want, f"attention with {shapes}")
     require(diff <= atol, f"attention ({name}; {shapes}) differs from F.scaled_dot_product_attention by up to {diff:.3g}")
 
 @graded(points=2)

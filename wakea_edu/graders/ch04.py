@@ -13,19 +13,7 @@ __all__ = ['reference_rope', 'rope_at_position_zero_is_the_identity', 'rope_matc
 # %% ../../nbs/graders/ch04.ipynb #51c44cba
 import torch
 
-from ..grading import graded, require
-
-def _plain(t) -> dict:
-    "A tensor as plain values: shape, dtype and the values."
-    t = torch.as_tensor(t).detach().cpu()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "values": t.double().flatten().tolist()}
-
-def _values(got: dict, shape, what: str) -> torch.Tensor:
-    "The learner's values as a float64 tensor of `shape`, refusing another shape."
-    require(got["shape"] == list(shape), f"{what} has shape {tuple(got['shape'])}, expected {tuple(shape)}")
-    return torch.tensor(got["values"], dtype=torch.float64).reshape(shape)
-
-def _randn(seed: int, *shape) -> torch.Tensor: return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+from ..grading import graded, plain_to_tensor, require, seeded_randn, tensor_to_plain
 
 def reference_rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     "The library's rotate-half RoPE of `x` (..., T, d) at `positions` (T,)."
@@ -35,7 +23,7 @@ def reference_rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000
 # %% ../../nbs/graders/ch04.ipynb #73804ce5
 def _require_rope(got: dict, x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0, atol: float = 1e-4) -> None:
     call = f"apply_rope(x {tuple(x.shape)}, positions {positions.tolist()}" + ("" if base == 10000.0 else f", base={base:g}") + ")"
-    mine, want = _values(got, x.shape, call), reference_rope(x, positions, base).double()
+    mine, want = plain_to_tensor(got, x.shape, call), reference_rope(x, positions, base).double()
     diff = (mine - want).abs().max().item()
     hint = " (pairs are (x_i, x_(i+d/2)), rotated by +m·θ_i with θ_i = base^(-2i/d))"
     require(diff <= atol, f"{call} differs from the library's rotate-half RoPE by up to {diff:.3g}{hint}")
@@ -43,29 +31,29 @@ def _require_rope(got: dict, x: torch.Tensor, positions: torch.Tensor, base: flo
 @graded(points=1)
 def rope_at_position_zero_is_the_identity(learner):
     "At position 0 every angle is 0: apply_rope leaves x unchanged."
-    return _plain(learner.apply_rope(_randn(1, 2, 4, 16), torch.zeros(4, dtype=torch.long)))
+    return tensor_to_plain(learner.apply_rope(seeded_randn(1, 2, 4, 16), torch.zeros(4, dtype=torch.long)))
 
 @rope_at_position_zero_is_the_identity.check
 def _(got):
-    x = _randn(1, 2, 4, 16)
-    diff = (_values(got, x.shape, "apply_rope(x, zeros)") - x.double()).abs().max().item()
+    x = seeded_randn(1, 2, 4, 16)
+    diff = (plain_to_tensor(got, x.shape, "apply_rope(x, zeros)") - x.double()).abs().max().item()
     require(diff <= 1e-6, f"apply_rope(x, positions=0) changes x by up to {diff:.3g}; at position 0 the rotation is the identity")
 
 @graded(points=2)
 def rope_matches_the_library(learner):
     "apply_rope on (batch, heads, T, d) equals the library's rotate-half RoPE."
-    return _plain(learner.apply_rope(_randn(2, 2, 3, 10, 32), torch.arange(10) * 7))
+    return tensor_to_plain(learner.apply_rope(seeded_randn(2, 2, 3, 10, 32), torch.arange(10) * 7))
 
 @rope_matches_the_library.check
-def _(got): _require_rope(got, _randn(2, 2, 3, 10, 32), torch.arange(10) * 7)
+def _(got): _require_rope(got, seeded_randn(2, 2, 3, 10, 32), torch.arange(10) * 7)
 
 @graded(points=1)
 def rope_uses_the_base(learner):
     "apply_rope(x, positions, base=500) uses θ_i = 500^(-2i/d)."
-    return _plain(learner.apply_rope(_randn(3, 6, 16), torch.arange(6) * 11, base=500.0))
+    return tensor_to_plain(learner.apply_rope(seeded_randn(3, 6, 16), torch.arange(6) * 11, base=500.0))
 
 @rope_uses_the_base.check
-def _(got): _require_rope(got, _randn(3, 6, 16), torch.arange(6) * 11, base=500.0)
+def _(got): _require_rope(got, seeded_randn(3, 6, 16), torch.arange(6) * 11, base=500.0)
 
 def _score_positions() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(4)
@@ -74,18 +62,18 @@ def _score_positions() -> tuple[torch.Tensor, torch.Tensor]:
 @graded(points=2)
 def rope_scores_depend_only_on_distance(learner):
     "Rotating q to m and k to n gives the same score as to m + 1000 and n + 1000, and keeps lengths."
-    q, k = _randn(5, 20, 16), _randn(6, 20, 16)
+    q, k = seeded_randn(5, 20, 16), seeded_randn(6, 20, 16)
     m, n = _score_positions()
     rq, rk = learner.apply_rope(q, m), learner.apply_rope(k, n)
     shifted = (learner.apply_rope(q, m + 1000) * learner.apply_rope(k, n + 1000)).sum(-1)
-    return {"scores": _plain((rq * rk).sum(-1)), "shifted": _plain(shifted), "norms": _plain(rq.norm(dim=-1))}
+    return {"scores": tensor_to_plain((rq * rk).sum(-1)), "shifted": tensor_to_plain(shifted), "norms": tensor_to_plain(rq.norm(dim=-1))}
 
 @rope_scores_depend_only_on_distance.check
 def _(got):
-    q, k = _randn(5, 20, 16).double(), _randn(6, 20, 16).double()
+    q, k = seeded_randn(5, 20, 16).double(), seeded_randn(6, 20, 16).double()
     scale = q.norm(dim=-1) * k.norm(dim=-1)
-    scores, shifted = _values(got["scores"], (20,), "the scores"), _values(got["shifted"], (20,), "the shifted scores")
-    norms = _values(got["norms"], (20,), "the norms")
+    scores, shifted = plain_to_tensor(got["scores"], (20,), "the scores"), plain_to_tensor(got["shifted"], (20,), "the shifted scores")
+    norms = plain_to_tensor(got["norms"], (20,), "the norms")
     require(((norms - q.norm(dim=-1)).abs() / q.norm(dim=-1)).max() <= 1e-4, "apply_rope changes the length of q: a rotation keeps lengths (rotate each pair by the same angle in both coordinates)")
     gap = ((scores - shifted).abs() / scale).max().item()
     require(gap <= 1e-3, f"score(q at m, k at n) and score(q at m + 1000, k at n + 1000) differ by up to {gap:.3g}·|q||k|: scores must depend on m - n only")
@@ -94,14 +82,14 @@ def _(got):
 @graded(points=1)
 def rope_keeps_the_input_dtype(learner):
     "A bfloat16 x comes back as bfloat16 (computed in fp32, cast back)."
-    out = learner.apply_rope(_randn(7, 2, 5, 16).to(torch.bfloat16), torch.arange(5))
-    return {"dtype": str(out.dtype).removeprefix("torch."), "out": _plain(out)}
+    out = learner.apply_rope(seeded_randn(7, 2, 5, 16).to(torch.bfloat16), torch.arange(5))
+    return {"dtype": str(out.dtype).removeprefix("torch."), "out": tensor_to_plain(out)}
 
 @rope_keeps_the_input_dtype.check
 def _(got):
     require(got["dtype"] == "bfloat16", f"apply_rope of a bfloat16 x returned {got['dtype']}: cast the result back to x.dtype")
-    x = _randn(7, 2, 5, 16).to(torch.bfloat16)
-    diff = (_values(got["out"], x.shape, "apply_rope(x bfloat16)") - reference_rope(x, torch.arange(5)).double()).abs().max().item()
+    x = seeded_randn(7, 2, 5, 16).to(torch.bfloat16)
+    diff = (plain_to_tensor(got["out"], x.shape, "apply_rope(x bfloat16)") - reference_rope(x, torch.arange(5)).double()).abs().max().item()
     require(diff <= 0.1, f"apply_rope of a bfloat16 x differs from the library by up to {diff:.3g}")
 
 # %% ../../nbs/graders/ch04.ipynb #22df0d8d
@@ -127,7 +115,7 @@ def permutation_maps_interleaved_to_rotate_half(learner):
 def _(got):
     from wakea_edu.text.rope import apply_rope_half, apply_rope_interleaved, rope_angles
     require(sorted(got) == list(range(16)), f"interleaved_to_half(16) gave {got}: not a permutation of 0..15")
-    P, x, angles = torch.tensor(got), _randn(8, 3, 12, 16), rope_angles(torch.arange(12), 16)
+    P, x, angles = torch.tensor(got), seeded_randn(8, 3, 12, 16), rope_angles(torch.arange(12), 16)
     gap = (apply_rope_half(x[..., P], angles) - apply_rope_interleaved(x, angles)[..., P]).abs().max().item()
     require(gap <= 1e-5, f"with P = {got}, rope_half(x[..., P]) and rope_interleaved(x)[..., P] differ by up to {gap:.3g}: pair (2i, 2i+1) must land on (i, i + d/2)")
 

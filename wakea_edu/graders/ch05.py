@@ -14,29 +14,21 @@ __all__ = ['HIDDEN_CASES', 'MULTIPLE_CASES', 'rms_norm_case', 'reference_rms_nor
 import torch
 import torch.nn.functional as F
 
-from ..grading import graded, require
-
-def _plain(t) -> dict:
-    "A tensor as plain values: shape, dtype and the values."
-    t = torch.as_tensor(t).detach().cpu()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "values": t.double().flatten().tolist()}
-
-def _randn(seed: int, *shape) -> torch.Tensor: return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+from ..grading import graded, max_abs_diff, require, seeded_randn, tensor_to_plain
 
 def _require_close(got: dict, want: torch.Tensor, what: str, atol: float, hint: str = "") -> None:
-    require(got["shape"] == list(want.shape), f"{what} has shape {tuple(got['shape'])}, expected {tuple(want.shape)}")
-    diff = (torch.tensor(got["values"], dtype=torch.float64).reshape(want.shape) - want.double()).abs().max().item()
+    diff = max_abs_diff(got, want, what)
     require(diff <= atol, f"{what} differs from the reference by up to {diff:.3g}{hint}")
 
 # %% ../../nbs/graders/ch05.ipynb #5d8d331d
 def rms_norm_case(name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
     "(x, weight, eps) of one probe."
-    weight = 1 + 0.1 * _randn(0, 16)
-    if name == "random": return 4 * _randn(1, 2, 3, 16), weight, 1e-5
-    if name == "large mean": return _randn(2, 3, 16) + 10, weight, 1e-5
-    if name == "tiny": return 1e-3 * _randn(3, 3, 16), weight, 1e-2
-    if name == "bfloat16": return _randn(4, 3, 16).to(torch.bfloat16), weight.to(torch.bfloat16), 1e-5
-    if name == "fp16 overflow": return (300 * torch.sign(_randn(5, 2, 16)) - _randn(6, 2, 16)).to(torch.float16), weight.to(torch.float16), 1e-5
+    weight = 1 + 0.1 * seeded_randn(0, 16)
+    if name == "random": return 4 * seeded_randn(1, 2, 3, 16), weight, 1e-5
+    if name == "large mean": return seeded_randn(2, 3, 16) + 10, weight, 1e-5
+    if name == "tiny": return 1e-3 * seeded_randn(3, 3, 16), weight, 1e-2
+    if name == "bfloat16": return seeded_randn(4, 3, 16).to(torch.bfloat16), weight.to(torch.bfloat16), 1e-5
+    if name == "fp16 overflow": return (300 * torch.sign(seeded_randn(5, 2, 16)) - seeded_randn(6, 2, 16)).to(torch.float16), weight.to(torch.float16), 1e-5
     raise KeyError(name)
 
 def reference_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -46,7 +38,7 @@ def reference_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tor
 def _probe_rms(learner, name: str) -> dict:
     x, weight, eps = rms_norm_case(name)
     out = learner.rms_norm(x, weight, eps)
-    return {"dtype": str(out.dtype).removeprefix("torch."), "out": _plain(out)}
+    return {"dtype": str(out.dtype).removeprefix("torch."), "out": tensor_to_plain(out)}
 
 def _require_rms(got: dict, name: str, atol: float, hint: str = "") -> None:
     x, weight, eps = rms_norm_case(name)
@@ -124,12 +116,12 @@ def _(got):
 
 def swiglu_case() -> tuple[torch.Tensor, ...]:
     "x (2, 5, 16) and the gate, up and down weights of a 16 -> 48 -> 16 SwiGLU, in nn.Linear's (out, in) layout."
-    return _randn(7, 2, 5, 16), _randn(8, 48, 16) / 4, _randn(9, 48, 16) / 4, _randn(10, 16, 48) / 7
+    return seeded_randn(7, 2, 5, 16), seeded_randn(8, 48, 16) / 4, seeded_randn(9, 48, 16) / 4, seeded_randn(10, 16, 48) / 7
 
 @graded(points=2)
 def swiglu_matches_the_library_module(learner):
     "swiglu(x, w_gate, w_up, w_down) equals the library's SwiGLU with those weights: down(silu(gate(x)) · up(x))."
-    return _plain(learner.swiglu(*swiglu_case()))
+    return tensor_to_plain(learner.swiglu(*swiglu_case()))
 
 @swiglu_matches_the_library_module.check
 def _(got):

@@ -16,19 +16,8 @@ import math
 
 import torch
 
-from ..grading import graded, require
+from ..grading import graded, max_abs_diff, require, seeded_randn, tensor_to_plain
 
-def _plain(t) -> dict:
-    "A tensor as plain values: shape, dtype and the values."
-    t = torch.as_tensor(t).detach().cpu()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "values": t.double().flatten().tolist()}
-
-def _randn(seed: int, *shape) -> torch.Tensor: return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-def _diff(got: dict, want: torch.Tensor, what: str) -> float:
-    "Max |learner - want|, refusing another shape."
-    require(got["shape"] == list(want.shape), f"{what} has shape {tuple(got['shape'])}, expected {tuple(want.shape)}")
-    return (torch.tensor(got["values"], dtype=torch.float64).reshape(want.shape) - want.double()).abs().max().item()
 
 # %% ../../nbs/graders/ch06.ipynb #05216d31
 ADAMW_CASES = {  # name: (steps, lr, betas, eps, weight_decay, gradients are zero)
@@ -41,8 +30,8 @@ ADAMW_CASES = {  # name: (steps, lr, betas, eps, weight_decay, gradients are zer
 def adamw_inputs(name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
     "The starting weights (4, 5) and one gradient per step of case `name`."
     steps, *_, zero = ADAMW_CASES[name]
-    grads = [torch.zeros(4, 5) if zero else _randn(100 + t, 4, 5) * (1 + t) for t in range(steps)]
-    return _randn(99, 4, 5), grads
+    grads = [torch.zeros(4, 5) if zero else seeded_randn(100 + t, 4, 5) * (1 + t) for t in range(steps)]
+    return seeded_randn(99, 4, 5), grads
 
 def _probe_adamw(learner, name: str) -> dict:
     steps, lr, betas, eps, weight_decay, _ = ADAMW_CASES[name]
@@ -50,7 +39,7 @@ def _probe_adamw(learner, name: str) -> dict:
     exp_avg, exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
     for step, grad in enumerate(grads, 1):
         learner.adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    return {"param": _plain(param), "exp_avg": _plain(exp_avg), "exp_avg_sq": _plain(exp_avg_sq)}
+    return {"param": tensor_to_plain(param), "exp_avg": tensor_to_plain(exp_avg), "exp_avg_sq": tensor_to_plain(exp_avg_sq)}
 
 def reference_adamw(name: str) -> dict[str, torch.Tensor]:
     "The weights and moments `torch.optim.AdamW` reaches on case `name`."
@@ -67,9 +56,9 @@ def reference_adamw(name: str) -> dict[str, torch.Tensor]:
 def _require_adamw(got: dict, name: str, keys=("param",), atol: float = 1e-6, hint: str = "") -> None:
     want = reference_adamw(name)
     start = adamw_inputs(name)[0]
-    require(_diff(got["param"], start, "param") > 0, f"after adamw_step ({name}) param is unchanged: update it in place (param.mul_, param.sub_ …), do not rebind the name")
+    require(max_abs_diff(got["param"], start, "param") > 0, f"after adamw_step ({name}) param is unchanged: update it in place (param.mul_, param.sub_ …), do not rebind the name")
     for key in keys:
-        diff = _diff(got[key], want[key], key)
+        diff = max_abs_diff(got[key], want[key], key)
         require(diff <= atol * max(1.0, want[key].abs().max().item()), f"{key} after {name} differs from torch.optim.AdamW's by up to {diff:.3g}{hint}")
 
 @graded(points=2)
@@ -148,12 +137,12 @@ def _(got): _require_lr(got, [100, 101, 150, 1000], " (clamp the progress at 1)"
 # %% ../../nbs/graders/ch06.ipynb #ad272a93
 def clip_inputs(scale: float) -> list[torch.Tensor]:
     "Three gradients of different shapes, multiplied by `scale`."
-    return [_randn(200, 3, 4) * scale, _randn(201, 5) * scale, _randn(202, 2, 2, 2) * scale]
+    return [seeded_randn(200, 3, 4) * scale, seeded_randn(201, 5) * scale, seeded_randn(202, 2, 2, 2) * scale]
 
 def _probe_clip(learner, scale: float, max_norm: float) -> dict:
     grads = clip_inputs(scale)
     norm = learner.clip_grad_norm(grads, max_norm)
-    return {"norm": float(norm), "grads": [_plain(g) for g in grads]}
+    return {"norm": float(norm), "grads": [tensor_to_plain(g) for g in grads]}
 
 def reference_clip(scale: float, max_norm: float) -> tuple[float, list[torch.Tensor]]:
     "torch.nn.utils.clip_grad_norm_'s total norm and clipped gradients."
@@ -165,7 +154,7 @@ def reference_clip(scale: float, max_norm: float) -> tuple[float, list[torch.Ten
 def _require_grads(got: dict, scale: float, max_norm: float, hint: str = "") -> None:
     _, want = reference_clip(scale, max_norm)
     for i, (mine, w) in enumerate(zip(got["grads"], want)):
-        diff = _diff(mine, w, f"grads[{i}]")
+        diff = max_abs_diff(mine, w, f"grads[{i}]")
         require(diff <= 1e-6 * max(1.0, w.abs().max().item()), f"after clip_grad_norm(grads, {max_norm:g}) grads[{i}] differs from clip_grad_norm_'s by up to {diff:.3g}{hint}")
 
 @graded(points=1)

@@ -15,18 +15,8 @@ __all__ = ['NUCLEUS_PROBS', 'SENTINEL', 'top_p_case', 'top_p_keeps_the_smallest_
 import torch
 import torch.nn.functional as F
 
-from ..grading import graded, require
+from ..grading import graded, plain_to_tensor, require, seeded_randn, tensor_to_plain
 
-def _plain(t) -> dict:
-    "A tensor as plain values: shape, dtype and the values (-inf stays -inf)."
-    t = torch.as_tensor(t).detach().cpu()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "values": t.double().flatten().tolist()}
-
-def _values(got: dict, shape, what: str) -> torch.Tensor:
-    require(got["shape"] == list(shape), f"{what} has shape {tuple(got['shape'])}, expected {tuple(shape)}")
-    return torch.tensor(got["values"], dtype=torch.float64).reshape(shape)
-
-def _randn(seed: int, *shape) -> torch.Tensor: return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 # %% ../../nbs/graders/ch07.ipynb #6d9bd6f8
 NUCLEUS_PROBS = [0.05, 0.5, 0.1, 0.2, 0.15]   # cumulative, most likely first: 0.5, 0.7, 0.85, 0.95, 1.0
@@ -36,12 +26,12 @@ def top_p_case(name: str) -> tuple[torch.Tensor, float]:
     if name.startswith("nucleus"): return torch.tensor([NUCLEUS_PROBS]).log(), float(name.split()[-1])
     if name == "tiny p": return torch.tensor([[1.0, 0.0, 3.0, 2.0], [0.5, 0.5, 0.5, 0.6]]), 1e-3
     if name == "ties": return torch.tensor([[0.0, 2.0, 2.0, 2.0, -1.0], [1.0, 1.0, 1.0, 1.0, 1.0]]), 0.5
-    if name.startswith("random"): return 2 * _randn(int(name.split()[-1] == "0.95"), 6, 40), float(name.split()[-1])
-    if name == "p = 1": return torch.stack([torch.tensor([-10.0] * 4 + [10.0] + [-10.0] * 5), _randn(3, 10)]), 1.0  # row 0 sums to 1.0 in fp32 after one token
+    if name.startswith("random"): return 2 * seeded_randn(int(name.split()[-1] == "0.95"), 6, 40), float(name.split()[-1])
+    if name == "p = 1": return torch.stack([torch.tensor([-10.0] * 4 + [10.0] + [-10.0] * 5), seeded_randn(3, 10)]), 1.0  # row 0 sums to 1.0 in fp32 after one token
     raise KeyError(name)
 
 def _probe_top_p(learner, names) -> list[dict]:
-    return [_plain(learner.top_p_filter(*top_p_case(name))) for name in names]
+    return [tensor_to_plain(learner.top_p_filter(*top_p_case(name))) for name in names]
 
 def _kept(t: torch.Tensor) -> list[list[int]]: return [[i for i, z in enumerate(row) if z > float("-inf")] for row in t.tolist()]
 
@@ -50,7 +40,7 @@ def _require_top_p(got: list[dict], names, hint: str = "") -> None:
     for name, mine in zip(names, got):
         logits, p = top_p_case(name)
         want = top_p_filter(logits, p)
-        out = _values(mine, logits.shape, f"top_p_filter(logits, {p:g})")
+        out = plain_to_tensor(mine, logits.shape, f"top_p_filter(logits, {p:g})")
         require(_kept(out) == _kept(want), f"top_p_filter({name} logits, p={p:g}) kept token ids {_kept(out)}, expected {_kept(want)}{hint}")
         kept = want > float("-inf")
         diff = (out[kept] - logits.double()[kept]).abs().max().item()
@@ -103,13 +93,13 @@ def _cache(max_len: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     "Empty caches (1, 2, max_len, 4), filled with SENTINEL so untouched positions show."
     return torch.full((1, 2, max_len, 4), SENTINEL), torch.full((1, 2, max_len, 4), 2 * SENTINEL)
 
-def _new_kv() -> tuple[torch.Tensor, torch.Tensor]: return _randn(20, 1, 2, 3, 4), _randn(21, 1, 2, 3, 4)
+def _new_kv() -> tuple[torch.Tensor, torch.Tensor]: return seeded_randn(20, 1, 2, 3, 4), seeded_randn(21, 1, 2, 3, 4)
 
 def _probe_update(learner) -> dict:
     cache_k, cache_v = _cache()
     k, v = _new_kv()
     out_k, out_v = learner.cache_update(cache_k, cache_v, k, v, 2)
-    return {"cache_k": _plain(cache_k), "cache_v": _plain(cache_v), "out_k": _plain(out_k), "out_v": _plain(out_v)}
+    return {"cache_k": tensor_to_plain(cache_k), "cache_v": tensor_to_plain(cache_v), "out_k": tensor_to_plain(out_k), "out_v": tensor_to_plain(out_v)}
 
 def _expected_cache() -> tuple[torch.Tensor, torch.Tensor]:
     cache_k, cache_v = _cache()
@@ -125,7 +115,7 @@ def cache_update_writes_at_the_offset(learner):
 @cache_update_writes_at_the_offset.check
 def _(got):
     for name, want in zip(("cache_k", "cache_v"), _expected_cache()):
-        mine = _values(got[name], want.shape, name)
+        mine = plain_to_tensor(got[name], want.shape, name)
         wrong = sorted({int(t) for t in (mine - want.double()).abs().amax(dim=(0, 1, 3)).gt(1e-6).nonzero().flatten()})
         require(not wrong, f"after writing 3 positions at offset 2, {name} is wrong at positions {wrong} (expected the new ones at 2, 3, 4, the rest untouched)")
 
@@ -138,7 +128,7 @@ def cache_update_returns_the_filled_prefix(learner):
 def _(got):
     for name, want in zip(("out_k", "out_v"), _expected_cache()):
         want = want[:, :, :5]
-        mine = _values(got[name], want.shape, f"the returned {name[-1]}")
+        mine = plain_to_tensor(got[name], want.shape, f"the returned {name[-1]}")
         require(torch.allclose(mine, want.double(), atol=1e-6), f"the returned {name[-1]} differs from the cache's positions 0..4 (return cache[:, :, :offset + T])")
 
 @graded(points=1)
@@ -154,7 +144,7 @@ def _(got): require(got == [123.0, 456.0], "the returned tensors do not follow c
 
 def decode_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "q, k, v (1, 2, 8, 8) of eight positions."
-    return _randn(30, 1, 2, 8, 8), _randn(31, 1, 2, 8, 8), _randn(32, 1, 2, 8, 8)
+    return seeded_randn(30, 1, 2, 8, 8), seeded_randn(31, 1, 2, 8, 8), seeded_randn(32, 1, 2, 8, 8)
 
 @graded(points=2)
 def cache_update_decodes_like_full_attention(learner):
@@ -166,13 +156,13 @@ def cache_update_decodes_like_full_attention(learner):
         keys, values = learner.cache_update(cache_k, cache_v, k[:, :, start:end], v[:, :, start:end], start)
         mask = torch.ones(end - start, keys.shape[2], dtype=torch.bool).tril(diagonal=keys.shape[2] - (end - start))
         outputs.append(F.scaled_dot_product_attention(q[:, :, start:end], keys, values, attn_mask=mask))
-    return _plain(torch.cat(outputs, dim=2))
+    return tensor_to_plain(torch.cat(outputs, dim=2))
 
 @cache_update_decodes_like_full_attention.check
 def _(got):
     q, k, v = decode_case()
     want = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    diff = (_values(got, want.shape, "the decoded outputs") - want.double()).abs().max().item()
+    diff = (plain_to_tensor(got, want.shape, "the decoded outputs") - want.double()).abs().max().item()
     require(diff <= 1e-5, f"decoding through cache_update differs from full causal attention by up to {diff:.3g}")
 
 @graded(points=1)
