@@ -1,13 +1,16 @@
 """Language-model benchmarks: our attention against PyTorch's SDPA, training speed against a torch.nn transformer,
-the full TinyWorld pretraining run against the entropy floor, and generation with and without the KV cache.
+the full TinyWorld pretraining run against the entropy floor, generation with and without the KV cache, and cached
+greedy generation against Hugging Face's `LlamaForCausalLM` of the same shape and weights.
 
 Each group of keys comes from one measurement function in `MEASUREMENTS`; `--only NAME[,NAME]` runs some of them
 (the new keys are then merged into the existing results file). Everything runs on the CPU with a fixed thread count
 (`threads` in the output; the training measurements use `train_threads`, this machine's 2 cores); each timing is
 the median of repeats interleaved across the compared functions, and only ratios are meant to be compared across
 machines. The full training run also writes its metrics log to bench/results/lm_train_metrics.jsonl, which
-chapter 06 plots. Prints one JSON object on its last line and writes it to
-bench/results/lm.json atomically.
+chapter 06 plots. `runs` records, for each measurement, the git commit it ran at (and whether the working tree had
+changes), its thread count and its config; `floors` are the targets the speed ratios must meet, `floors_met` says
+whether every measured one does. The Hugging Face comparison is skipped, with the reason recorded, when transformers
+is not installed. Prints one JSON object on its last line and writes it to bench/results/lm.json atomically.
 """
 import os
 
@@ -17,10 +20,12 @@ os.environ.setdefault("WAKEA_QUIET", "1")
 
 import argparse
 import dataclasses
+import importlib.util
 import inspect
 import json
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -32,24 +37,38 @@ from wakea_edu.core import atomic_write
 from wakea_edu.text.attention import MultiHeadAttention, attention, causal_mask, merge_heads
 from wakea_edu.text.generate import generate
 from wakea_edu.text.model import LM_PRESETS, WakeaLM
-from wakea_edu.text.tokenizer import tinyworld_tokenizer
-from wakea_edu.text.train import encode_stories, pack, param_groups, pretrain_tinyworld, sample_batch
+from wakea_edu.text.rope import rope_frequencies
+from wakea_edu.recipes.pretrain import pretrain_tinyworld
+from wakea_edu.recipes.tokenizer import tinyworld_tokenizer
+from wakea_edu.text.train import encode_stories, pack, param_groups, sample_batch
 from wakea_edu.world.tinyworld import TinyWorld, WorldConfig
 
 RESULTS = Path(__file__).parent / "results" / "lm.json"
 TRAIN_METRICS = RESULTS.with_name("lm_train_metrics.jsonl")
 TRAIN_THREADS = 2
-SPEED_BATCH, SPEED_BLOCK, SPEED_STEPS = 16, 256, 20
+SPEED_BATCH, SPEED_BLOCK, SPEED_STEPS = 16, 256, 30
 ATTN_BATCH, ATTN_SEQ = 4, 256  # the small preset's heads (6 x 64) over its whole context
 ATTN_REPEATS, ATTN_CALLS = 15, 5
 GEN_PROMPT, GEN_NEW, GEN_REPEATS = 16, 512, 3
+HF_NEW, HF_REPEATS = 256, 7  # the tiny preset, 16 prompt tokens + 256 new ones, greedy, against LlamaForCausalLM
+FLOORS = {"train_speed_ratio": 1.05, "gen_ratio_vs_hf_llama": 1.5, "kv_cache_speedup": 10}
+
+
+def git_commit() -> tuple[str | None, bool | None]:
+    "(HEAD's commit, whether the working tree differs from it), or (None, None) outside a git checkout."
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, check=True).stdout.strip()
+    try: return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError): return None, None
 
 
 def interleaved_medians(fns: dict, repeats: int, calls: int = 1, warmup: int = 1) -> tuple[dict, dict]:
     "({name: median seconds per call}, {name: last result}), calling the functions in turn each round."
-    times, results = {name: [] for name in fns}, {}
+    times, results, names = {name: [] for name in fns}, {}, list(fns)
     for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
+        # each round starts one further along, so no function always runs first (or right after the same other one)
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            fn = fns[name]
             start = time.perf_counter()
             for _ in range(calls): results[name] = fn()
             if round_ >= warmup: times[name].append((time.perf_counter() - start) / calls)
@@ -72,7 +91,8 @@ def measure_attention() -> dict:
         "naive": lambda: merge_heads(attention(q, k, v, causal_mask(ATTN_SEQ))),
     }, ATTN_REPEATS, ATTN_CALLS)
     assert torch.allclose(out["ours"], out["sdpa"], atol=1e-5) and torch.allclose(out["naive"], out["sdpa"], atol=1e-5)
-    return {"attn_shape": [ATTN_BATCH, n_heads, ATTN_SEQ, d_head], "attn_repeats": ATTN_REPEATS,
+    return {"config": {"shape": [ATTN_BATCH, n_heads, ATTN_SEQ, d_head], "repeats": ATTN_REPEATS, "calls": ATTN_CALLS},
+            "attn_shape": [ATTN_BATCH, n_heads, ATTN_SEQ, d_head], "attn_repeats": ATTN_REPEATS,
             "attn_fastpath_over_sdpa_time": round(medians["ours"] / medians["sdpa"], 3),
             "attn_naive_over_sdpa_time": round(medians["naive"] / medians["sdpa"], 3)}
 
@@ -89,7 +109,8 @@ def measure_generation() -> dict:
         "nocache": lambda: generate(model, ids, GEN_NEW, temperature=0, use_cache=False),
     }, GEN_REPEATS, warmup=0)
     assert torch.equal(out["cache"], out["nocache"]), "cached and uncached generation disagree"
-    return {"gen_config": "small preset, context_length 528, random init, greedy", "gen_batch": 1,
+    return {"config": {"model": dataclasses.asdict(config), "batch": 1, "prompt": GEN_PROMPT, "new": GEN_NEW, "repeats": GEN_REPEATS},
+            "gen_config": "small preset, context_length 528, random init, greedy", "gen_batch": 1,
             "gen_prompt_tokens": GEN_PROMPT, "gen_new_tokens": GEN_NEW, "gen_repeats": GEN_REPEATS,
             "gen_tok_s_cache": round(GEN_NEW / medians["cache"], 1),
             "gen_tok_s_nocache": round(GEN_NEW / medians["nocache"], 1),
@@ -136,7 +157,10 @@ def measure_train_speed() -> dict:
 
     medians, _ = interleaved_medians({name: lambda name=name: step(name) for name in models}, SPEED_STEPS, warmup=2)
     tokens = SPEED_BATCH * SPEED_BLOCK
-    return {"train_threads": TRAIN_THREADS, "train_speed_shape": [SPEED_BATCH, SPEED_BLOCK], "train_speed_steps": SPEED_STEPS,
+    return {"config": {"model": dataclasses.asdict(cfg), "batch": SPEED_BATCH, "block": SPEED_BLOCK, "steps": SPEED_STEPS,
+                       "optimizer": "AdamW lr 1e-3, weight decay 0.1 on matrices",
+                       "reference": "torch.nn.TransformerEncoderLayer x n_layers, pre-norm, GELU MLP of 1.5 x SwiGLU's hidden"},
+            "train_threads": TRAIN_THREADS, "train_speed_shape": [SPEED_BATCH, SPEED_BLOCK], "train_speed_steps": SPEED_STEPS,
             "train_params_ours": sum(p.numel() for p in ours.parameters()),
             "train_params_torch_nn": sum(p.numel() for p in ref.parameters()),
             "train_tok_s_ours": round(tokens / medians["ours"]), "train_tok_s_torch_nn": round(tokens / medians["torch_nn"]),
@@ -151,8 +175,9 @@ def measure_tinyworld_training() -> dict:
                                                    sort_keys=True) + "\n" for r in run.log))
     s = run.summary()
     defaults = {k: p.default for k, p in inspect.signature(pretrain_tinyworld).parameters.items()
-                if p.kind == p.KEYWORD_ONLY and k != "device"}
-    return {"tinyworld_run": {**defaults, "tokens": s["steps"] * defaults["batch_size"] * defaults["block_size"],
+                if p.kind == p.KEYWORD_ONLY and k not in ("device", "world")}
+    return {"config": defaults,
+            "tinyworld_run": {**defaults, "tokens": s["steps"] * defaults["batch_size"] * defaults["block_size"],
                               "params": sum(p.numel() for p in run.model.parameters())},
             # the floor a model trained on other surfaces can reach (see chapter 06); the exact split entropy beside it
             "tinyworld_val_bpc": round(s["val_bpc"], 5), "tinyworld_floor_bpc": round(s["reachable_floor_bpc"], 5),
@@ -161,8 +186,61 @@ def measure_tinyworld_training() -> dict:
             "tinyworld_train_s": round(s["train_s"], 1), "tinyworld_eval_s": round(s["eval_s"], 1)}
 
 
+def llama_like(model: WakeaLM):
+    "Hugging Face's LlamaForCausalLM with `model`'s shape and weights (our qkv split into q, k, v; both rotate-half RoPE)."
+    from transformers import LlamaConfig, LlamaForCausalLM
+    c = model.config
+    hf = LlamaForCausalLM(LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_hidden, num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads, num_key_value_heads=c.n_heads, max_position_embeddings=c.context_length,
+        rms_norm_eps=c.norm_eps, rope_theta=c.rope_base, tie_word_embeddings=True, attention_bias=False, mlp_bias=False,
+        pad_token_id=0, bos_token_id=None, eos_token_id=None)).eval()
+    ours = model.state_dict()
+    state = {"model.embed_tokens.weight": ours["tok_emb.weight"], "lm_head.weight": ours["tok_emb.weight"],
+             "model.norm.weight": ours["norm.weight"]}
+    for i in range(c.n_layers):
+        hf_, us = f"model.layers.{i}.", f"blocks.{i}."
+        state |= dict(zip((hf_ + f"self_attn.{p}_proj.weight" for p in "qkv"), ours[us + "attn.qkv.weight"].chunk(3)))
+        state |= {hf_ + "self_attn.o_proj.weight": ours[us + "attn.proj.weight"],
+                  hf_ + "input_layernorm.weight": ours[us + "norm1.weight"],
+                  hf_ + "post_attention_layernorm.weight": ours[us + "norm2.weight"],
+                  **{hf_ + f"mlp.{p}_proj.weight": ours[us + f"mlp.{p}.weight"] for p in ("gate", "up", "down")}}
+    hf.load_state_dict(state)
+    assert torch.allclose(hf.model.rotary_emb.inv_freq.double(), rope_frequencies(c.d_head, c.rope_base)), "RoPE bases differ"
+    return hf
+
+
+@torch.no_grad()
+def measure_hf_generation() -> dict:
+    "Cached greedy generation, tiny preset (random init, batch 1): `generate` against LlamaForCausalLM.generate, same weights."
+    config = dataclasses.replace(LM_PRESETS["tiny"], context_length=GEN_PROMPT + HF_NEW)
+    figures = {"config": {"model": dataclasses.asdict(config), "batch": 1, "prompt": GEN_PROMPT, "new": HF_NEW,
+                          "repeats": HF_REPEATS, "threads": torch.get_num_threads()}}
+    if importlib.util.find_spec("transformers") is None:
+        return figures | {"gen_ratio_vs_hf_llama": None, "gen_hf_skipped": "transformers is not installed (pip install transformers)"}
+    import transformers
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    model = WakeaLM(config).eval()
+    hf = llama_like(model)
+    ids = torch.randint(0, config.vocab_size, (1, GEN_PROMPT), generator=torch.Generator().manual_seed(0))
+    ones = torch.ones_like(ids)
+    medians, out = interleaved_medians({
+        "ours": lambda: generate(model, ids, HF_NEW, temperature=0, use_cache=True),
+        "hf": lambda: hf.generate(ids, attention_mask=ones, do_sample=False, use_cache=True, max_new_tokens=HF_NEW,
+                                  min_new_tokens=HF_NEW),
+    }, HF_REPEATS)
+    assert out["ours"].shape == out["hf"].shape == (1, GEN_PROMPT + HF_NEW), (out["ours"].shape, out["hf"].shape)
+    return figures | {"transformers": transformers.__version__, "gen_hf_skipped": None, "gen_hf_threads": torch.get_num_threads(),
+                      "gen_hf_new_tokens": HF_NEW, "gen_hf_repeats": HF_REPEATS,
+                      # same weights, so the same greedy tokens unless two logits tie to float rounding
+                      "gen_hf_same_tokens": torch.equal(out["ours"], out["hf"]),
+                      "gen_tok_s_ours_tiny": round(HF_NEW / medians["ours"], 1), "gen_tok_s_hf_llama": round(HF_NEW / medians["hf"], 1),
+                      "gen_ratio_vs_hf_llama": round(medians["hf"] / medians["ours"], 3)}
+
+
 MEASUREMENTS = {"attention": measure_attention, "train_speed": measure_train_speed, "train": measure_tinyworld_training,
-                "generation": measure_generation}
+                "generation": measure_generation, "hf_generation": measure_hf_generation}
 
 
 def main():
@@ -173,11 +251,20 @@ def main():
     if unknown := [n for n in names if n not in MEASUREMENTS]: parser.error(f"unknown measurement {unknown[0]!r}")
     torch.set_num_threads(THREADS)
     result = json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
+    commit, dirty = git_commit()
     result |= {"threads": THREADS, "torch": torch.__version__, "python": platform.python_version(),
-               "machine": platform.machine()}
+               "machine": platform.machine(), "commit": commit, "commit_dirty": dirty}
+    runs = result.setdefault("runs", {})
     for name in names:
-        result |= MEASUREMENTS[name]()
+        figures = MEASUREMENTS[name]()
+        # with --only, older figures stay in the file: each measurement keeps the commit and threads it ran with
+        runs[name] = {"commit": commit, "commit_dirty": dirty, "threads": torch.get_num_threads(), "config": figures.pop("config")}
+        result |= figures
         torch.set_num_threads(THREADS)
+    result["floors"] = FLOORS
+    measured = {key: result[key] for key in FLOORS if result.get(key) is not None}
+    result["floors_met"] = len(measured) == len(FLOORS) and all(value >= FLOORS[key] for key, value in measured.items())
+    result["floors_failed"] = sorted(key for key in FLOORS if result.get(key) is None or result[key] < FLOORS[key])
     atomic_write(RESULTS, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
 

@@ -3,7 +3,8 @@
 Both train on the first 1 MiB of the Python standard library's source (`stdlib_corpus`) with vocabulary size 2048
 (256 bytes + merges; SentencePiece gets as many ordinary pieces) and encode the next 1 MiB. One thread for both
 (OMP/torch threads and SentencePiece's `num_threads`); each figure is the best of 3 runs; encoding starts from a
-fresh tokenizer (cold chunk cache). Prints one JSON object on its last line and writes it to
+fresh tokenizer (cold chunk cache). The result records the git commit it ran at (and whether the working tree had
+changes) beside its config and thread count. Prints one JSON object on its last line and writes it to
 bench/results/tokenizer.json.
 """
 import os
@@ -15,6 +16,7 @@ os.environ.setdefault("WAKEA_QUIET", "1")
 import hashlib
 import json
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -25,6 +27,14 @@ from wakea_edu.text.tokenizer import BPETokenizer, SentencePieceTokenizer, bytes
 
 CORPUS_BYTES, VOCAB_SIZE, REPEATS = 2**20, 2048, 3
 RESULTS = Path(__file__).parent / "results" / "tokenizer.json"
+
+
+def git_commit() -> tuple[str | None, bool | None]:
+    "(HEAD's commit, whether the working tree differs from it), or (None, None) outside a git checkout."
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, check=True).stdout.strip()
+    try: return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError): return None, None
 
 
 def best_of(fn, repeats=REPEATS):
@@ -45,7 +55,10 @@ def main():
     encode_s_ours, _ = best_of(lambda: BPETokenizer(ours.merges, ours.pattern, ours.special_tokens).encode(heldout))
     encode_s_sp, _ = best_of(lambda: sp.encode(heldout))
     mb = len(heldout) / 1e6
+    commit, dirty = git_commit()
     result = {
+        "commit": commit, "commit_dirty": dirty, "torch": torch.__version__, "python": platform.python_version(),
+        "machine": platform.machine(),
         "corpus": f"Python {platform.python_version()} stdlib .py files, sorted, no tests or site-packages",
         "corpus_bytes": len(train_data), "corpus_sha256": hashlib.sha256(train_data).hexdigest(),
         "heldout_bytes": len(heldout), "heldout_sha256": hashlib.sha256(heldout).hexdigest(),

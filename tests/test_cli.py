@@ -14,7 +14,7 @@ def run(*args, cwd=None):
 
 def test_help_lists_commands():
     r = run("--help")
-    assert r.returncode == 0 and all(c in r.stdout for c in ("doctor", "world", "demo"))
+    assert r.returncode == 0 and all(c in r.stdout for c in ("doctor", "world", "demo", "train", "generate"))
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -54,10 +54,16 @@ def test_demo_runs_the_pipeline_and_writes_its_artefacts(tmp_path):
     r = run("demo", "--out", str(tmp_path/"demo"), "--steps", "3", "--train-stories", "300", "--samples", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = tmp_path/"demo"
-    for name in ("summary.json", "triplets.png", "samples.txt", "tokenizer.json", "pretrain/checkpoint.safetensors",
-                 "pretrain/metrics.jsonl", "tinyworld/corpus_train.txt"):
+    for name in ("summary.json", "triplets.png", "samples.txt", "pretrain/tokenizer.json", "pretrain/checkpoint.safetensors",
+                 "pretrain/run.json", "pretrain/summary.json", "pretrain/metrics.jsonl", "tinyworld/corpus_train.txt"):
         assert (out/name).is_file(), name
     summary = json.loads((out/"summary.json").read_text())
+    # one world, built once: the summary describes the very world the model trained on, and so does the run folder
+    assert summary["tinyworld"]["splits"]["train"]["stories"] == 300 == summary["settings"]["train_stories"]
+    assert json.loads((out/"pretrain"/"run.json").read_text())["world"]["stories"]["train"] == 300
     assert summary["pretraining"]["steps"] == 3 and summary["pretraining"]["val_bpc"] > summary["pretraining"]["exact_floor_bpc"]
     assert (out/"samples.txt").read_text().count("\n") == 2 and summary["samples"]["events"] >= 2
-    assert "bits per character" in r.stdout and "follow the rules" in r.stdout
+    assert "bits per character" in r.stdout and "follow the world's rules" in r.stdout and "(chapter 06)" in r.stdout
+    broken = summary["samples"]["broken"]
+    assert summary["samples"]["events_kept"] == summary["samples"]["events"] - len(broken)
+    assert all(b["why"] and b["event"] for b in broken) and (not broken or "broken: " in r.stdout)

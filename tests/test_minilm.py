@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from wakea_edu.text.model import WordPieceTokenizer, basic_tokenize, load_minilm, minilm_dir, pool
+from wakea_edu.text.bert import WordPieceTokenizer, basic_tokenize, load_minilm, minilm_dir, pool
 
 SENTENCES = [
     "The glass cup fell off the table and shattered.",

@@ -135,3 +135,30 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="n_layers"): LMConfig(n_layers=0)
     assert config_from_dict(LMConfig, dataclasses.asdict(LM_PRESETS["small"])) == LM_PRESETS["small"]
     with pytest.raises(ConfigError, match="n_layer"): config_from_dict(LMConfig, {"n_layer": 4})
+
+
+def test_rmsnorm_gradient_matches_the_formula():
+    torch.manual_seed(0)
+    norm = RMSNorm(16, eps=1e-6)
+    norm.weight.data = torch.rand(16) + 0.5
+    x = (torch.randn(3, 5, 16) * 7).requires_grad_()
+    weight = norm.weight.detach().clone().requires_grad_()
+    grads = torch.autograd.grad(norm(x).sin().sum(), (x, norm.weight))
+    expected = torch.autograd.grad((x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * weight).sin().sum(), (x, weight))
+    assert all(torch.allclose(g, e, atol=1e-5) for g, e in zip(grads, expected))
+
+
+def test_rope_tables_are_shared_and_stay_out_of_the_state_dict():
+    torch.manual_seed(0)
+    model = WakeaLM(LMConfig(vocab_size=64, context_length=32, n_layers=3, n_heads=2, d_model=32)).eval()
+    rotaries = {id(block.attn.rotary) for block in model.blocks}
+    assert len(rotaries) == 1                                  # one module, so one cos/sin table for every layer
+    keys = set(model.state_dict())
+    ids = torch.randint(0, 64, (2, 10))
+    with torch.no_grad():
+        full = model(ids)
+        # (batch, T) positions: each row its own, as if run alone
+        rows = model(ids, positions=torch.stack([torch.arange(10), torch.arange(5, 15)]))
+        assert torch.allclose(rows[0], full[0], atol=1e-6)
+        assert torch.allclose(rows[1], model(ids[1:], offset=5)[0], atol=1e-6)
+    assert set(model.state_dict()) == keys and not any("cos" in k or "sin" in k for k in keys)

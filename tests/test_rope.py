@@ -67,3 +67,44 @@ def test_attention_with_rope_sees_relative_positions_only():
     x = torch.randn(2, 12, 64)
     assert (mha(x) - mha(x, offset=1234)).abs().max() <= 1e-5
     assert (mha(x, need_weights=True)[0] - mha(x)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_module_tables_match_the_functions(style):
+    "The cached cos/sin tables give what apply_rope_* computes from angles, for (T,) and (batch, T) positions, and the same gradient."
+    rope, reference = RotaryEmbedding(32, style=style), apply_rope_half if style == "half" else apply_rope_interleaved
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 9, 32, generator=gen, requires_grad=True)
+    positions, batched = torch.randint(0, 3000, (9,), generator=gen), torch.randint(0, 3000, (2, 9), generator=gen)
+    assert torch.allclose(rope(x, positions), reference(x, rope_angles(positions, 32)), atol=1e-6)
+    assert torch.allclose(rope(x, batched), reference(x, rope_angles(batched, 32)[:, None]), atol=1e-6)
+    grad, = torch.autograd.grad(rope(x, positions).square().sum(), x)
+    expected, = torch.autograd.grad(reference(x, rope_angles(positions, 32)).square().sum(), x)
+    assert torch.allclose(grad, expected, atol=1e-5)
+
+
+def test_tables_are_cached_grown_and_not_saved():
+    rope = RotaryEmbedding(16)
+    x = torch.randn(1, 2, 4, 16)
+    rope(x, torch.arange(4))
+    rows, table = len(rope.cos), rope.cos
+    assert rows >= 4 and rope.cos.dtype == torch.float32 and not rope.state_dict()
+    rope(x, torch.arange(4).flip(0))
+    assert rope.cos is table                                  # no rebuild while the table is long enough
+    rope(x, torch.tensor([0, 1, 2, 5000]))
+    assert len(rope.cos) > 5000
+    rope.to(torch.bfloat16)                                   # model.to(dtype) casts buffers: rebuilt in fp32
+    assert rope(x.bfloat16(), torch.arange(4)).dtype == torch.bfloat16 and rope.cos.dtype == torch.float32
+    with pytest.raises(IndexError): rope(x, torch.tensor([0, 1, -1, 2]))
+
+
+def test_lookup_is_shared_but_notices_changed_positions():
+    rope = RotaryEmbedding(16)
+    x, positions = torch.randn(1, 2, 3, 16), torch.arange(3)
+    first = rope(x, positions)
+    positions += 10                                           # an in-place change of the same tensor must not reuse the rows
+    assert torch.allclose(rope(x, positions), apply_rope_half(x, rope_angles(torch.arange(10, 13), 16)), atol=1e-6)
+    assert not torch.allclose(first, rope(x, positions))
+    with torch.inference_mode():                              # inference tensors have no version counter: looked up each time
+        p = torch.arange(3)
+        assert torch.allclose(rope(x, p), first, atol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from wakea_edu.text.tokenizer import (SPECIAL_TOKENS, BPETokenizer, SentencePieceTokenizer, TokenizerError,
-                                      bytes_per_token, stdlib_corpus, tinyworld_tokenizer, train_bpe)
+                                      bytes_per_token, stdlib_corpus, train_bpe)
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +174,13 @@ def test_merges_are_kept_in_id_order_and_checked():
 
 
 def test_tinyworld_tokenizer_round_trips_validation_stories():
+    from wakea_edu.recipes.tokenizer import tinyworld_tokenizer
     from wakea_edu.world.tinyworld import TinyWorld, WorldConfig
-    tok = tinyworld_tokenizer(1024, seed=0)
+    world = TinyWorld(WorldConfig(seed=0))
+    tok = tinyworld_tokenizer(world, 1024)
     assert 256 < tok.vocab_size <= 1024 and tok.n_vocab == tok.vocab_size + len(SPECIAL_TOKENS)
-    val = TinyWorld(WorldConfig(seed=0)).corpus("val")
+    val = world.corpus("val")
     assert tok.decode(tok.encode(val)) == val
-    assert tinyworld_tokenizer(1024, seed=0).merges == tok.merges
+    assert tinyworld_tokenizer(None, 1024).merges == tok.merges                    # the default world is seed 0's
+    corpus = world.corpus("train")                                               # a big world: its first stories, cut between two
+    assert tinyworld_tokenizer(world, 300, max_chars=5_000).merges == BPETokenizer.train(corpus[:corpus.rindex("\n", 0, 5_000)], 300).merges

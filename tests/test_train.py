@@ -9,11 +9,13 @@ import torch
 
 from wakea_edu.core import CheckpointError
 from wakea_edu.text.model import LM_PRESETS, LMConfig, WakeaLM
-from wakea_edu.text.tokenizer import tinyworld_tokenizer
+from wakea_edu.recipes.pretrain import result_distributions, result_tv
+from wakea_edu.recipes.tokenizer import tinyworld_tokenizer
 from wakea_edu.text.train import (TrainConfig, Trainer, autocast_for, bits_per_char, encode_stories, lr_at,
-                                  optimizer_from_tensors, optimizer_to_tensors, pack, param_groups, reachable_floor_bpc,
-                                  result_distributions, result_tv, rules_kept, sample_batch, story_bits)
-from wakea_edu.world.tinyworld import TinyWorld, WorldConfig
+                                  optimizer_from_tensors, optimizer_to_tensors, pack, param_groups, sample_batch, story_bits,
+                                  window_batches)
+from wakea_edu.world.measures import reachable_floor_bpc, read_events, rules_kept
+from wakea_edu.world.tinyworld import TinyWorld, WorldConfig, entropy_floor_bpc, summary
 
 # The CI run: a fixed number of tokens (not seconds) on the tiny preset, one thread.
 CI_STEPS, CI_BATCH, CI_BLOCK = 150, 16, 128            # 307,200 training tokens
@@ -93,17 +95,18 @@ def resumable_run(data, out, crash_at=None):
     world, tok, train, val = data
     cfg = TrainConfig(steps=12, batch_size=4, block_size=32, grad_accum=2, warmup_steps=3, eval_every=4,
                       eval_batches=2, ckpt_every=4)
-    trainer = Trainer(small_model(tok.n_vocab), train, val, cfg, out)
+    batches = window_batches(train, cfg.block_size, cfg.batch_size), window_batches(val, cfg.block_size, cfg.batch_size)
+    trainer = Trainer(small_model(tok.n_vocab), cfg, *batches, out)
     if crash_at:
-        calls, loss = [0], trainer.micro_batch_loss
-        def crash(x, y):
+        calls, loss = [0], trainer.loss
+        def crash(batch):
             calls[0] += trainer.model.training                               # count training micro-batches only
             if calls[0] == crash_at: raise KeyboardInterrupt
-            return loss(x, y)
-        trainer.micro_batch_loss = crash
+            return loss(batch)
+        trainer.loss = crash
         with pytest.raises(KeyboardInterrupt): trainer.fit()
         torch.manual_seed(99)
-        trainer = Trainer(small_model(tok.n_vocab, seed=7), train, val, cfg, out)
+        trainer = Trainer(small_model(tok.n_vocab, seed=7), cfg, *batches, out)
         trainer.load(out/"checkpoint.safetensors")
         assert trainer.step == 8                                              # the last checkpoint before the crash
     return trainer.fit(), trainer
@@ -127,10 +130,10 @@ def test_resume_mid_accumulation_after_warmup_repeats_every_loss_and_lr_exactly(
 def test_a_damaged_or_foreign_checkpoint_is_refused_by_name(data, tmp_path):
     world, tok, train, val = data
     cfg = TrainConfig(steps=2, batch_size=2, block_size=16, warmup_steps=1, eval_every=2, eval_batches=1)
-    trainer = Trainer(small_model(tok.n_vocab), train, val, cfg, tmp_path)
+    trainer = Trainer(small_model(tok.n_vocab), cfg, window_batches(train, 16, 2), window_batches(val, 16, 2), tmp_path)
     trainer.fit()
     path = tmp_path/"checkpoint.safetensors"
-    other = Trainer(small_model(tok.n_vocab), train, val, dataclasses.replace(cfg, batch_size=3))
+    other = Trainer(small_model(tok.n_vocab), dataclasses.replace(cfg, batch_size=3), window_batches(train, 16, 3))
     with pytest.raises(CheckpointError, match="batch_size"): other.load(path)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="checkpoint.safetensors"): trainer.load(path)
@@ -158,7 +161,7 @@ def test_result_tv_is_zero_for_the_rules_and_one_for_disjoint_support():
 def test_the_reachable_floor_lies_above_the_exact_one(data):
     world = data[0]
     for split in ("train", "val", "test"):
-        exact, reachable = world.entropy_floor_bpc(split), reachable_floor_bpc(world, split)
+        exact, reachable = entropy_floor_bpc(world, split), reachable_floor_bpc(world, split)
         assert exact < reachable < 1.2 * exact
 
 
@@ -174,12 +177,12 @@ def test_a_fixed_token_run_nears_the_floor_and_never_beats_it(data):
         model = WakeaLM(dataclasses.replace(LM_PRESETS["tiny"], vocab_size=tok.n_vocab))
         cfg = TrainConfig(steps=CI_STEPS, batch_size=CI_BATCH, block_size=CI_BLOCK, warmup_steps=15,
                           eval_every=CI_STEPS, eval_batches=2)
-        log = Trainer(model, train, val, cfg).fit()
+        log = Trainer(model, cfg, window_batches(train, CI_BLOCK, CI_BATCH), window_batches(val, CI_BLOCK, CI_BATCH)).fit()
         bpc = bits_per_char(model, tok, world.stories("val"))
     finally:
         torch.set_num_threads(threads)
     assert log[-1]["loss"] < log[0]["loss"] / 5
-    assert bpc > world.entropy_floor_bpc("val"), "a model beat the entropy floor: the scoring is wrong"
+    assert bpc > entropy_floor_bpc(world, "val"), "a model beat the entropy floor: the scoring is wrong"
     assert bpc < CI_MAX_RATIO * reachable_floor_bpc(world, "val"), bpc
 
 
@@ -194,13 +197,18 @@ def test_rules_kept_accepts_the_worlds_stories_and_catches_broken_ones(data):
     assert rules_kept(world, story[:75]) == (1, 2)                            # a cut-off event is a broken one
     assert rules_kept(world, "Ava drops the small red paper ball on the table. It lands.") == (0, 1)   # no paper balls
     assert rules_kept(world, "") == (0, 0)
+    why = dict(read_events(world, story))
+    assert why["Ava drops the small red glass cup on the table. It shatters."] is None
+    assert why["Ned heats the big blue paper cup in the box. It bounces."] == "the rule for heat on paper gives burns, never 'bounces'"
+    assert read_events(world, "Zed drops the")[0][1] == "not a well-formed event"
+    assert read_events(world, "Zed drops the small red glass cup on the table. It shatters.")[0][1] == "unknown agent 'Zed'"
 
 
 def test_result_distributions_cover_every_rule_with_proper_distributions(data):
     world, tok = data[0], data[1]
     rows = result_distributions(small_model(tok.n_vocab), tok, world)
     c = world.config
-    assert len(rows) == len(c.materials) * len(c.actions) == world.summary()["rules"]
+    assert len(rows) == len(c.materials) * len(c.actions) == summary(world)["rules"]
     for row in rows:
         assert sum(row["model"].values()) == pytest.approx(1, abs=1e-5) and sum(row["rule"].values()) == pytest.approx(1)
     glass_drop = next(r for r in rows if (r["material"], r["action"]) == ("glass", "drop"))

@@ -7,8 +7,10 @@ import pytest
 
 import wakea_edu.core
 from wakea_edu.core import ConfigError, load_config, save_config
-from wakea_edu.world.tinyworld import (FIXTURE_FILES, MICRO_CONFIG, SPLITS, STAGES, TinyWorld, WorldConfig, compression_bpc,
-                                       monte_carlo_entropy, png_bytes, write_fixtures)
+from wakea_edu.world.render import STAGES, png_bytes, render, save_triplet_grid, scenes
+from wakea_edu.world.tinyworld import (FIXTURE_FILES, MICRO_CONFIG, SPLITS, TinyWorld, WorldConfig, compression_bpc, entropy_floor_bpc,
+                                       enumerate_stories, facts_graph, monte_carlo_entropy, questions, story_entropy, summary,
+                                       write_fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +63,8 @@ def test_yaml_round_trip_and_wrong_key_names_file_and_field(tmp_path):
 
 
 def test_fixtures_are_deterministic_and_small(tmp_path):
-    a, b, c = write_fixtures(tmp_path/"a", seed=0), write_fixtures(tmp_path/"b", seed=0), write_fixtures(tmp_path/"c", seed=1)
+    a, b = write_fixtures(tmp_path/"a", seed=0), write_fixtures(tmp_path/"b", seed=0)
+    write_fixtures(tmp_path/"c", seed=1)
     assert [p.name for p in a] == list(FIXTURE_FILES)
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
     assert (tmp_path/"a"/"corpus_train.txt").read_bytes() != (tmp_path/"c"/"corpus_train.txt").read_bytes()
@@ -119,9 +122,9 @@ def test_splits_hold_out_surfaces_but_share_every_rule(world):
 def test_micro_world_enumeration_equals_the_formula():
     micro = TinyWorld(WorldConfig(**MICRO_CONFIG))
     for split in SPLITS:
-        listed = micro.enumerate_stories(split)
+        listed = enumerate_stories(micro, split)
         texts, probs = [t for t, _ in listed], [p for _, p in listed]
-        bits, chars = micro.story_entropy(split)
+        bits, chars = story_entropy(micro, split)
         assert len(set(texts)) == len(texts)
         assert math.isclose(sum(probs), 1, abs_tol=1e-12)
         assert math.isclose(-sum(p * math.log2(p) for p in probs), bits, abs_tol=1e-9)
@@ -130,7 +133,7 @@ def test_micro_world_enumeration_equals_the_formula():
 
 def test_sampled_log_probabilities_match_enumeration():
     micro = TinyWorld(WorldConfig(**MICRO_CONFIG))
-    probs = dict(micro.enumerate_stories("train"))
+    probs = dict(enumerate_stories(micro, "train"))
     rng = random.Random(3)
     for _ in range(200):
         story = micro.sample_story(rng, "train")
@@ -139,36 +142,36 @@ def test_sampled_log_probabilities_match_enumeration():
 
 def test_monte_carlo_agrees_with_the_exact_entropy(world):
     for split in SPLITS:
-        mc, (bits, chars) = monte_carlo_entropy(world, split, 2000), world.story_entropy(split)
+        mc, (bits, chars) = monte_carlo_entropy(world, split, 2000), story_entropy(world, split)
         assert abs(mc["bits"] - bits) < 3 * mc["bits_se"] and abs(mc["chars"] - chars) < 3 * mc["chars_se"]
 
 
 def test_floor_target_and_lzma_bound(world):
     for split in SPLITS:
-        floor = world.entropy_floor_bpc(split)
+        floor = entropy_floor_bpc(world, split)
         assert 0.3 <= floor <= 1.0
         assert compression_bpc(world.corpus(split) + "\n") > floor
 
 
 def test_render_shapes_and_png(world):
     event = next(e for _, _, e in world.events("train") if e.result == "shatters")
-    frames = [world.render(event, stage) for stage in STAGES]
+    frames = [render(world, event, stage) for stage in STAGES]
     assert all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for f in frames)
     assert not np.array_equal(frames[0], frames[2])
-    assert world.scenes("val", limit=2).shape == (2, 3, 32, 32, 3)
-    assert TinyWorld(WorldConfig(image_size=48)).render(event, "result").shape == (48, 48, 3)
-    with pytest.raises(ValueError, match="stage"): world.render(event, "after")
+    assert scenes(world, "val", limit=2).shape == (2, 3, 32, 32, 3)
+    assert render(TinyWorld(WorldConfig(image_size=48)), event, "result").shape == (48, 48, 3)
+    with pytest.raises(ValueError, match="stage"): render(world, event, "after")
     Image = pytest.importorskip("PIL.Image")
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(frames[1]))).convert("RGB")), frames[1])
 
 
 def test_save_triplet_grid(world, tmp_path):
-    path = world.save_triplet_grid(tmp_path/"grid.png", n=3)
+    path = save_triplet_grid(world, tmp_path/"grid.png", n=3)
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_facts_graph_is_typed_and_rules_are_distributions(world):
-    g = world.facts_graph("val")
+    g = facts_graph(world, "val")
     assert all("type" in d for _, d in g.nodes(data=True)) and all("relation" in d for *_, d in g.edges(data=True))
     for node, kind in g.nodes(data="type"):
         if kind == "rule":
@@ -178,7 +181,7 @@ def test_facts_graph_is_typed_and_rules_are_distributions(world):
 
 
 def test_questions_have_consistent_answers(world):
-    qs = world.questions("test")
+    qs = questions(world, "test")
     assert len(qs) == world.config.questions and {q["hops"] for q in qs} == {1, 2}
     for q in qs:
         events = world.episodes("test")[q["story"]].events
@@ -188,7 +191,7 @@ def test_questions_have_consistent_answers(world):
 
 
 def test_summary(world):
-    info = world.summary()
+    info = summary(world)
     assert set(info["splits"]) == set(SPLITS) and info["rules"] == 56
-    assert info["splits"]["val"]["entropy_floor_bpc"] == round(world.entropy_floor_bpc("val"), 6)
+    assert info["splits"]["val"]["entropy_floor_bpc"] == round(entropy_floor_bpc(world, "val"), 6)
     assert "shatters" in info["vocabulary"]["results"] and "drop" in info["vocabulary"]["actions"]

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
 
 # %% auto #0
-__all__ = ['cmd_doctor', 'cmd_world_generate', 'cmd_demo', 'cmd_exercises_build', 'cmd_grade', 'add_grading_commands',
-           'build_parser', 'main']
+__all__ = ['cmd_doctor', 'cmd_world_generate', 'cmd_demo', 'cmd_train', 'cmd_generate', 'cmd_exercises_build', 'cmd_grade',
+           'add_grading_commands', 'build_parser', 'main', 'FreshSecondaryModules']
 
 # %% ../nbs/91_cli.ipynb #112cf9d2
 def cmd_doctor(args) -> int:
@@ -33,44 +34,41 @@ def cmd_world_generate(args) -> int:
     for path in write_fixtures(args.out, seed=args.seed): print(path)
     return 0
 
-# %% ../nbs/91_cli.ipynb #adc8ae92
+# %% ../nbs/91_cli.ipynb #8e90fb8a
 def cmd_demo(args) -> int:
     "Run the course pipeline so far — TinyWorld, tokenizer, pretraining, generation — with its artefacts under `args.out`."
+    from wakea_edu.recipes.demo import Demo, run_demo
+    run_demo(Demo(Path(args.out), seed=args.seed, steps=args.steps, train_stories=args.train_stories, samples=args.samples))
+    return 0
+
+def cmd_train(args) -> int:
+    "Train from a run config (a YAML file, or the name of a shipped one) into a run folder."
+    from wakea_edu.recipes.pretrain import load_run_config, train_run
+    config, base = load_run_config(args.config)
+    out = Path(args.out or f"runs/{Path(args.config).stem}")
+    run = train_run(config, out, base=base)
+    s = run.summary()
+    print(f"{s['steps']} steps: training loss {s['train_loss']:.4f}, validation loss {s['val_loss']:.4f} nats per token; run folder {out}")
+    print(f"sample it: wakea-edu generate --run {out} --prompt \"...\"")
+    return 0
+
+def cmd_generate(args) -> int:
+    "Sample text from a run folder after a prompt; with `--stream`, print it as it is produced."
     import torch
-    from wakea_edu.core import atomic_write
-    from wakea_edu.text.generate import generate
-    from wakea_edu.text.train import pretrain_tinyworld, rules_kept
-    from wakea_edu.world.tinyworld import TinyWorld, WorldConfig, write_fixtures
-    out = Path(args.out)
-    world = TinyWorld(WorldConfig(seed=args.seed))
-    files = write_fixtures(out/"tinyworld", seed=args.seed)
-    world.save_triplet_grid(out/"triplets.png")
-    summary = {"tinyworld": world.summary()}
-    floors = {split: s["entropy_floor_bpc"] for split, s in summary["tinyworld"]["splits"].items()}
-    print(f"1/4 TinyWorld (seed {args.seed}): {len(files)} files in {out/'tinyworld'}, {summary['tinyworld']['rules']} rules; "
-          f"entropy floors (bits per character) {floors}")
-
-    print(f"2/4 tokenizer and 3/4 pretraining: tiny preset, {args.steps} steps on {args.train_stories:,} stories")
-    run = pretrain_tinyworld(out/"pretrain", steps=args.steps, train_stories=args.train_stories, world_seed=args.seed)
-    run.tokenizer.save(out/"tokenizer.json")
-    result = summary["pretraining"] = run.summary()
-    print(f"    tokenizer: {run.tokenizer.n_vocab} ids -> {out/'tokenizer.json'}; checkpoint and metrics -> {out/'pretrain'}")
-    print(f"    validation {result['val_bpc']:.4f} bits per character = {result['bpc_ratio']:.3f} x the reachable floor "
-          f"{result['reachable_floor_bpc']:.4f} (exact floor {result['exact_floor_bpc']:.4f}); "
-          f"results' distance from the rules (TV) {result['result_tv']:.3f}; {result['train_s']:.0f} s training")
-
-    bos = run.tokenizer.special_ids["<|bos|>"]
-    ids = generate(run.model.eval(), torch.full((args.samples, 1), bos, device=next(run.model.parameters()).device), 100,
-                   temperature=1.0, generator=torch.Generator().manual_seed(args.seed))
-    stories = [run.tokenizer.decode(row[1:].tolist()).split("\n")[0] for row in ids.cpu()]
-    kept = [rules_kept(run.world, s) for s in stories]
-    summary["samples"] = {"events_kept": sum(k for k, _ in kept), "events": sum(n for _, n in kept)}
-    atomic_write(out/"samples.txt", "".join(s + "\n" for s in stories))
-    print(f"4/4 sampled stories (temperature 1): {summary['samples']['events_kept']} of {summary['samples']['events']} "
-          f"events follow the rules")
-    for story in stories: print("    " + story)
-    atomic_write(out/"summary.json", json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    print(f"artefacts: {out/'summary.json'}, {out/'triplets.png'}, {out/'samples.txt'}")
+    from wakea_edu.text.generate import stream_text
+    from wakea_edu.text.train import load_pretrained
+    model, tokenizer, _ = load_pretrained(args.run)
+    if tokenizer is None: raise ValueError(f"{args.run}: the run folder has no tokenizer")
+    ids = [tokenizer.special_ids["<|bos|>"], *tokenizer.encode(args.prompt)]
+    room = model.config.context_length - len(ids)
+    if room < 1: raise ValueError(f"the prompt is {len(ids)} tokens; the model's context holds {model.config.context_length}")
+    pieces = stream_text(model, tokenizer, ids, min(args.max_new_tokens, room), temperature=args.temperature,
+                         top_p=args.top_p, generator=torch.Generator().manual_seed(args.seed))
+    if args.stream:
+        print(args.prompt, end="", flush=True)
+        for piece in pieces: print(piece, end="", flush=True)
+        print()
+    else: print(args.prompt + "".join(pieces))
     return 0
 
 # %% ../nbs/91_cli.ipynb #1cd90516
@@ -103,6 +101,16 @@ def add_grading_commands(sub) -> None:
     grade.set_defaults(func=cmd_grade)
 
 # %% ../nbs/91_cli.ipynb #41f8fd7b
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+def _non_negative_float(text: str) -> float:
+    try: value = float(text)
+    except ValueError: value = float("nan")
+    if not 0 <= value < float("inf"): raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
 def build_parser() -> argparse.ArgumentParser:
     "The `wakea-edu` argument parser."
     parser = argparse.ArgumentParser(prog="wakea-edu", description="The wakea-edu course: build a small multimodal reasoning LM from scratch.")
@@ -118,9 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="artefact folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     demo.add_argument("--steps", type=int, default=650, help="pretraining steps (default 650, about five minutes on 2 cores)")
-    demo.add_argument("--train-stories", type=int, default=60_000, help="training stories (default 60000)")
+    demo.add_argument("--train-stories", type=int, help="training stories (default: 93 per step, at most 60000)")
     demo.add_argument("--samples", type=int, default=4, help="stories to sample from the trained model (default 4)")
     demo.set_defaults(func=cmd_demo)
+    train = sub.add_parser("train", help="train a model from a run config into a run folder")
+    train.add_argument("--config", required=True, help="a YAML run config, or the name of a shipped one (tiny, text-file)")
+    train.add_argument("--out", type=Path, help="run folder (default runs/CONFIG-NAME)")
+    train.set_defaults(func=cmd_train)
+    gen = sub.add_parser("generate", help="sample text from a run folder")
+    gen.add_argument("--run", required=True, type=Path, help="a run folder (written by train or demo)")
+    gen.add_argument("--prompt", required=True, help="the text to continue")
+    gen.add_argument("--max-new-tokens", type=_positive_int, default=100, help="tokens to add (default 100)")
+    gen.add_argument("--temperature", type=_non_negative_float, default=1.0, help="0 is greedy (default 1.0)")
+    gen.add_argument("--top-p", type=float, help="nucleus sampling: keep the most likely tokens up to this probability")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    gen.add_argument("--stream", action="store_true", help="print the text as it is produced")
+    gen.set_defaults(func=cmd_generate)
     add_grading_commands(sub)
     return parser
 
@@ -131,3 +152,26 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # ConfigError, CheckpointError, TokenizerError... are ValueErrors
         print(f"wakea-edu: error: {e}", file=sys.stderr)
         return 1
+
+# %% ../nbs/91_cli.ipynb #e58a321d
+class FreshSecondaryModules:
+    "nbdev export processor: rewrite from scratch each module a notebook names in `#| export other.module` (nbdev appends)."
+    def __init__(self, nb): self.nb = nb
+
+    def begin(self):
+        from nbdev.config import get_config
+        lib, nb_path = get_config().lib_path, Path(self.nb.path_).resolve()
+        cells = [c for c in self.nb.cells if c.cell_type == "code"]
+        default = next((c.directives_["default_exp"].strip() for c in cells if "default_exp" in c.directives_), None)
+        others = {c.directives_[d].strip() for c in cells for d in ("export", "exporti", "exports") if c.directives_.get(d, "").strip()}
+        for module in sorted(others - {default}):
+            path = lib/(module.replace(".", "/") + ".py")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            source = Path(os.path.relpath(nb_path, path.parent)).as_posix()
+            # the module's docstring: the `# ` comment that opens its first cell, if there is one
+            first = next(c.source for c in cells if module in (c.directives_.get(d, "").strip() for d in ("export", "exporti", "exports")))
+            doc = first.split("\n", 1)[0][2:].strip() if first.startswith("# ") else f"The part of {nb_path.name} exported to `{lib.name}.{module}`."
+            # a docstring, nbdev's header, the future import (it must come first) and the `__all__` nbdev updates
+            path.write_text(f'"""{doc}"""\n\n'
+                            f"# AUTOGENERATED! DO NOT EDIT! File to edit: {source}.\n\nfrom __future__ import annotations\n\n"
+                            "# %% auto #0\n__all__ = []\n", encoding="utf-8")

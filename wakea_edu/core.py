@@ -26,10 +26,10 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'CORE_PACKAGES', 'OPTIONAL_PACKAGES', 'package_version', 'show_versions',
-           'fast_mode', 'get_device', 'seed_everything', 'atomic_write', 'ConfigError', 'config_from_dict',
-           'save_config', 'load_config', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'progress',
-           'doctor_report', 'doctor']
+__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'CORE_PACKAGES', 'OPTIONAL_PACKAGES', 'package_version', 'source_commit',
+           'show_versions', 'fast_mode', 'get_device', 'seed_everything', 'atomic_write', 'ConfigError',
+           'config_from_dict', 'save_config', 'load_config', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
+           'interactive', 'progress', 'doctor_report', 'doctor']
 
 # %% ../nbs/00_core.ipynb #ddb5c896
 def package_version(name: str) -> str | None:
@@ -37,6 +37,14 @@ def package_version(name: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
     try: return version(name)
     except PackageNotFoundError: return None
+
+def source_commit() -> str | None:
+    "The git commit of the checkout this package runs from, or None (an installed wheel, or no git)."
+    import subprocess
+    here = Path(importlib.import_module("wakea_edu").__file__).resolve().parent
+    try: out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError): return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 def show_versions(*packages: str) -> None:
     "Print Python's version and those of `packages` (torch and numpy by default)."
@@ -219,10 +227,16 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return {k: v.to(device) for k, v in tensors.items()}, side.get("meta", {})
 
 # %% ../nbs/00_core.ipynb #b4d511cf
+def interactive() -> bool:
+    "Whether progress can redraw in place: in a notebook or on a terminal, and not silenced by `WAKEA_QUIET=1`."
+    if os.environ.get("WAKEA_QUIET", "") == "1": return False
+    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+    return hasattr(shell, "kernel") or sys.stderr.isatty()   # a Jupyter kernel, or a terminal
+
 def progress(iterable=None, **kwargs):
-    "A `tqdm.auto` progress bar, silent when `WAKEA_QUIET=1`."
+    "A `tqdm.auto` progress bar where `interactive()`; silent in logs (a bar redrawn with \\r garbles a log file)."
     from tqdm.auto import tqdm
-    kwargs.setdefault("disable", os.environ.get("WAKEA_QUIET", "") == "1")
+    kwargs.setdefault("disable", not interactive())
     return tqdm(iterable, **kwargs)
 
 # %% ../nbs/00_core.ipynb #e63c3cd5

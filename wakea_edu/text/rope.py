@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
@@ -66,12 +67,49 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if style not in ("half", "interleaved"): raise ValueError(f"unknown RoPE style {style!r}: expected 'half' or 'interleaved'")
         self.head_dim, self.base, self.style = head_dim, base, style
+        # built on first use and kept: not saved (persistent=False), so state_dicts and checkpoints stay as they were
+        self.register_buffer("cos", torch.empty(0, head_dim), persistent=False)
+        self.register_buffer("sin", torch.empty(0, head_dim), persistent=False)
+        self._last = None  # (positions, its version, device, rows): the lookup of the latest call
+
+    def tables(self, n_positions: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        "fp32 (cos, signed sin) tables, (n, head_dim), covering positions 0 .. n_positions - 1 on `device`."
+        cos, sin = self.cos, self.sin
+        # rebuilt if too short, elsewhere, or cast by model.to(dtype): the rotation stays in fp32 whatever x's dtype
+        if len(cos) < n_positions or cos.device != device or cos.dtype != torch.float32:
+            n = max(len(cos), 1 << (n_positions - 1).bit_length())  # powers of two: generating token by token rebuilds log2(T) times
+            angles = rope_angles(torch.arange(n, device=device), self.head_dim, self.base)  # float64, as in rope_angles
+            cos, sin = angles.cos().float(), angles.sin().float()
+            if self.style == "half": cos, sin = torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
+            else: cos, sin = cos.repeat_interleave(2, -1), torch.stack([-sin, sin], -1).flatten(-2)
+            self.cos, self.sin = cos, sin
+        return cos, sin
+
+    def partner(self, x: torch.Tensor) -> torch.Tensor:
+        "The coordinate each one is rotated with: the other half (rotate-half) or its neighbour in the pair (interleaved)."
+        if self.style == "half": return x.roll(self.head_dim // 2, dims=-1)
+        return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+
+    def rows(self, positions: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        "The (cos, signed sin) rows of `positions`, (T, d) or (batch, 1, T, d) to broadcast over heads."
+        # queries and keys of every block come with the same positions tensor: look up once. _version counts in-place
+        # edits of it (inference-mode tensors have none: those are looked up every time)
+        version = None if positions.is_inference() else positions._version
+        last = self._last
+        if version is not None and last is not None and last[0] is positions and last[1] == version and last[2] == device:
+            return last[3]
+        ids = positions.to(device)
+        cos, sin = self.tables(int(ids.max()) + 1 if ids.numel() else 1, device)
+        # a row per position, as token embeddings are looked up (and, unlike indexing, negative positions are refused)
+        cos, sin = F.embedding(ids, cos), F.embedding(ids, sin)
+        if ids.dim() == 2: cos, sin = cos[:, None], sin[:, None]  # (batch, 1, T, d): same for every head
+        self._last = (positions, version, device, (cos, sin))
+        return cos, sin
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        angles = rope_angles(positions.to(x.device), self.head_dim, self.base)
-        if positions.dim() == 2: angles = angles[:, None]  # (batch, 1, T, d/2): same for every head
-        rotate = apply_rope_half if self.style == "half" else apply_rope_interleaved
-        return rotate(x, angles)
+        cos, sin = self.rows(positions, x.device)
+        x32 = x.float()
+        return torch.addcmul(x32 * cos, self.partner(x32), sin).type_as(x)  # x cos + partner(x) sin, fp32, cast back
 
     def extra_repr(self) -> str: return f"head_dim={self.head_dim}, base={self.base}, style={self.style!r}"
 

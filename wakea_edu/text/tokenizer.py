@@ -24,7 +24,7 @@ from ..core import atomic_write, progress
 # %% auto #0
 __all__ = ['GPT4_SPLIT_PATTERN', 'STDLIB_SKIP_DIRS', 'SPECIAL_TOKENS', 'BPE_FORMAT', 'BPE_VERSION', 'NOT_A_MERGE', 'merge',
            'as_escaped_text', 'escaped_bytes', 'stdlib_corpus', 'train_bpe', 'TokenizerError', 'Tokenizer',
-           'BPETokenizer', 'bytes_per_token', 'SentencePieceTokenizer', 'tinyworld_tokenizer']
+           'BPETokenizer', 'bytes_per_token', 'SentencePieceTokenizer']
 
 # %% ../../nbs/02_tokenizer.ipynb #679bc39c
 def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -276,9 +276,3 @@ class SentencePieceTokenizer(Tokenizer):
         # line by line, as it was trained (and much faster than one long "sentence"); SentencePiece needs valid UTF-8
         lines = escaped_bytes(text).decode("utf-8", errors="replace").splitlines(keepends=True)
         return [i for line_ids in self.processor.encode(lines, out_type=int, num_threads=self.num_threads) for i in line_ids]
-
-# %% ../../nbs/02_tokenizer.ipynb #4bcc4c00
-def tinyworld_tokenizer(vocab_size: int = 1024, seed: int = 0) -> BPETokenizer:
-    "The BPE later chapters use: at most `vocab_size` ids (+ special tokens), trained on world `seed`'s training stories."
-    from wakea_edu.world.tinyworld import TinyWorld, WorldConfig
-    return BPETokenizer.train(TinyWorld(WorldConfig(seed=seed)).corpus("train"), vocab_size)

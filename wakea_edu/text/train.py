@@ -8,22 +8,29 @@ Docs: https://wakea-edu.github.io/wakea-edu/pretraining.html.md"""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-import re
+import os
+import time
 import typing
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..core import CheckpointError, atomic_write, load_checkpoint, progress, save_checkpoint
+from .. import __version__
+from ..core import (CheckpointError, atomic_write, config_from_dict, interactive, load_checkpoint, progress,
+                            save_checkpoint, source_commit)
+from .model import LMConfig, WakeaLM
+from .tokenizer import BPETokenizer
 
 # %% auto #0
-__all__ = ['EVENT_PATTERN', 'TrainConfig', 'encode_stories', 'pack', 'lr_at', 'param_groups', 'sample_batch',
-           'optimizer_to_tensors', 'optimizer_from_tensors', 'autocast_for', 'Trainer', 'story_bits', 'bits_per_char',
-           'reachable_floor_bpc', 'result_distributions', 'result_tv', 'rules_kept', 'TinyWorldRun',
-           'pretrain_tinyworld']
+__all__ = ['RUN_FORMAT', 'RUN_VERSION', 'MODEL_CLASSES', 'TrainConfig', 'encode_stories', 'pack', 'lr_at', 'param_groups',
+           'sample_batch', 'window_batches', 'optimizer_to_tensors', 'optimizer_from_tensors', 'autocast_for',
+           'to_device', 'batch_tokens', 'describe_model', 'Trainer', 'read_run', 'load_pretrained', 'story_bits',
+           'bits_per_char']
 
 # %% ../../nbs/06_pretraining.ipynb #78455500
 @dataclasses.dataclass
@@ -44,6 +51,8 @@ class TrainConfig:
     ckpt_every: int = 100          # 0: only at the end
     seed: int = 0
     amp: typing.Literal["auto", "off"] = "auto"   # auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere
+    stats_every: int = 0           # record per-layer gradient norms and activation statistics every N steps; 0: never
+    log_every: int = 50            # a progress line every N steps where no bar can redraw (logs)
 
 # %% ../../nbs/06_pretraining.ipynb #cfd17ff3
 def encode_stories(tokenizer, stories: list[str]) -> list[list[int]]:
@@ -79,6 +88,11 @@ def sample_batch(data: torch.Tensor, block_size: int, batch_size: int, generator
     windows = torch.stack([data[s:s + block_size + 1] for s in starts.tolist()])
     return windows[:, :-1], windows[:, 1:]
 
+def window_batches(data: torch.Tensor, block_size: int, batch_size: int) -> typing.Callable[[torch.Generator], tuple]:
+    "A batch source for `Trainer`: each call with a generator draws `sample_batch` windows of `data`."
+    if len(data) < block_size + 2: raise ValueError(f"a stream of {len(data)} tokens is too short for windows of {block_size} + 1")
+    return functools.partial(sample_batch, data, block_size, batch_size)
+
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     "An optimizer's state as flat tensors (for safetensors) plus its JSON-able hyper-parameters."
     sd = opt.state_dict()
@@ -102,54 +116,105 @@ def autocast_for(device: torch.device, amp: str):
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     return torch.autocast("cuda", dtype=dtype), scaler
 
+def to_device(batch, device):
+    "A batch — a tensor, or tensors inside tuples, lists and dicts — moved to `device`."
+    if isinstance(batch, torch.Tensor): return batch.to(device)
+    if isinstance(batch, dict): return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)): return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+def batch_tokens(batch) -> int:
+    "Tokens in a batch, for tokens/s: the size of its first tensor (the inputs, by convention)."
+    if isinstance(batch, torch.Tensor): return batch.numel()
+    items = batch.values() if isinstance(batch, dict) else batch
+    return next((n for n in map(batch_tokens, items) if n), 0)
+
+# %% ../../nbs/06_pretraining.ipynb #57ed6c2b
+def _record_activation(stats: dict, name: str, module, inputs, output) -> None:
+    "Forward hook: the mean and standard deviation of a layer's output."
+    out = (output[0] if isinstance(output, tuple) else output).detach().float()
+    stats[name] = {"act_mean": out.mean().item(), "act_std": out.std().item()}
+
+RUN_FORMAT, RUN_VERSION = "wakea-run", 1
+
+def describe_model(model: nn.Module) -> dict:
+    "The class and (dataclass) config of a model, as `run.json` records them."
+    config = getattr(model, "config", None)
+    return {"class": type(model).__name__, "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None}
+
 # %% ../../nbs/06_pretraining.ipynb #7bc42a23
 class Trainer:
-    "A readable pretraining loop: accumulation, clipping, schedule, evaluation, checkpoints with exact resume."
+    """A training loop with two seams: where batches come from (`train_batches(generator)`) and `loss(batch)`.
+    SFT, reward models, DPO and distillation subclass it and override one method; the loop stays as it is."""
 
-    def __init__(self, model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tensor,
-                 cfg: TrainConfig, out_dir: str | Path | None = None):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, train_batches: typing.Callable[[torch.Generator], typing.Any],
+                 val_batches: typing.Callable[[torch.Generator], typing.Any] | None = None,
+                 out_dir: str | Path | None = None, run_info: dict | None = None):
         self.model, self.cfg = model, cfg
+        self.train_batches, self.val_batches = train_batches, val_batches
         self.device = next(model.parameters()).device
-        self.train_data, self.val_data = train_data, val_data
-        self.out_dir = Path(out_dir) if out_dir else None
+        self.out_dir, self.run_info = (Path(out_dir) if out_dir else None), run_info or {}
         self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
                                      fused=self.device.type == "cuda")
         self.autocast, self.scaler = autocast_for(self.device, cfg.amp)
-        self.batches = torch.Generator().manual_seed(cfg.seed)        # training windows
-        self.step, self.log = 0, []
+        # training draws advance this generator, and it is saved: a resumed run draws the very batches it would have
+        self.batches = torch.Generator().manual_seed(cfg.seed)
+        self.step, self.log, self.tensorboard = 0, [], None
 
-    def micro_batch_loss(self, x, y) -> torch.Tensor:
-        with self.autocast:
-            logits = self.model(x.to(self.device))
-            return F.cross_entropy(logits.float().flatten(0, 1), y.to(self.device).flatten())
+    def loss(self, batch) -> torch.Tensor:
+        "Seam 1, the objective: the model's own loss on an (inputs, targets) batch (targets of -100 do not count)."
+        x, y = batch
+        return self.model(x, targets=y)[1]
+
+    def batch_weight(self, batch) -> float:
+        "A micro-batch's share of its step: all equal by default; weigh by target tokens for a per-token mean (SFT)."
+        return 1.0
+
+    def layers(self) -> dict[str, nn.Module]:
+        "What `stats_every` watches: every entry of the model's ModuleLists (a WakeaLM's blocks)."
+        return {f"{name}.{i}": m for name, child in self.model.named_children() if isinstance(child, nn.ModuleList)
+                for i, m in enumerate(child)}
 
     def train_step(self) -> dict:
         "One optimizer step over `grad_accum` micro-batches; returns its log row."
         cfg, lr = self.cfg, lr_at(self.step, self.cfg)
         for group in self.opt.param_groups: group["lr"] = lr
         self.model.train()
+        micro = [to_device(self.train_batches(self.batches), self.device) for _ in range(cfg.grad_accum)]
+        weights = [float(self.batch_weight(b)) for b in micro]
+        watch = bool(cfg.stats_every) and (self.step + 1) % cfg.stats_every == 0
+        stats: dict[str, dict] = {}
+        hooks = [m.register_forward_hook(functools.partial(_record_activation, stats, name))
+                 for name, m in self.layers().items()] if watch else []
         total = 0.0
-        for _ in range(cfg.grad_accum):
-            x, y = sample_batch(self.train_data, cfg.block_size, cfg.batch_size, self.batches)
-            loss = self.micro_batch_loss(x, y) / cfg.grad_accum
+        for batch, weight in zip(micro, weights):
+            with self.autocast: loss = self.loss(batch) * (weight / sum(weights))  # the step's mean, micro-batch by micro-batch
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.item()
+            for hook in hooks: hook.remove()   # activations of the first micro-batch are enough
+            hooks = []
         if self.scaler: self.scaler.unscale_(self.opt)
+        if watch:
+            for name, m in self.layers().items():
+                grads = [p.grad.float().square().sum() for p in m.parameters() if p.grad is not None]
+                stats.setdefault(name, {})["grad_norm"] = torch.stack(grads).sum().sqrt().item() if grads else 0.0
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf")).item()
         if self.scaler: self.scaler.step(self.opt); self.scaler.update()
         else: self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
-        return {"step": self.step, "lr": lr, "loss": total, "grad_norm": norm}
+        row = {"step": self.step, "lr": lr, "loss": total, "grad_norm": norm, "tokens": sum(map(batch_tokens, micro))}
+        return {**row, "layers": stats} if watch else row
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        "Mean loss on `eval_batches` fixed validation windows (the same windows every time)."
+        "Mean loss over `eval_batches` validation batches: the same batches every time (a fresh generator)."
         self.model.eval()
-        windows = torch.Generator().manual_seed(self.cfg.seed + 1)
-        losses = [self.micro_batch_loss(*sample_batch(self.val_data, self.cfg.block_size, self.cfg.batch_size, windows)).item()
-                  for _ in range(self.cfg.eval_batches)]
-        return sum(losses) / len(losses)
+        draws = torch.Generator().manual_seed(self.cfg.seed + 1)
+        batches = [to_device(self.val_batches(draws), self.device) for _ in range(self.cfg.eval_batches)]
+        weights = [float(self.batch_weight(b)) for b in batches]
+        with self.autocast: losses = [self.loss(b).item() for b in batches]
+        return sum(w * l for w, l in zip(weights, losses)) / sum(weights)
 
     def save(self, path: str | Path) -> Path:
         "Model, optimizer, data-order state and log: everything needed to continue bit-exactly."
@@ -160,7 +225,7 @@ class Trainer:
         return save_checkpoint(path, tensors, meta)
 
     def load(self, path: str | Path) -> None:
-        "Continue from a checkpoint written by `save`."
+        "Continue from a checkpoint written by `save` (the same TrainConfig; `load_pretrained` takes weights only)."
         tensors, meta = load_checkpoint(path, device=self.device)
         ours = json.loads(json.dumps(dataclasses.asdict(self.cfg)))
         if changed := [k for k in ours if meta.get("config", {}).get(k) != ours[k]]:
@@ -171,22 +236,83 @@ class Trainer:
         self.batches.set_state(tensors["rng.batches"].cpu())
         self.step, self.log = meta["step"], meta["log"]
 
-    def write_metrics(self) -> None:
-        if self.out_dir: atomic_write(self.out_dir/"metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.log))
+    def write_run(self) -> None:
+        "The run folder's description and metrics: `run.json` (what a later stage needs to load it) and `metrics.jsonl`."
+        if not self.out_dir: return
+        info = {"format": RUN_FORMAT, "version": RUN_VERSION, "step": self.step, "checkpoint": "checkpoint.safetensors",
+                "package": {"version": __version__, "commit": source_commit()}, "model": describe_model(self.model),
+                "train": dataclasses.asdict(self.cfg), **self.run_info}
+        atomic_write(self.out_dir/"run.json", json.dumps(info, indent=1, sort_keys=True) + "\n")
+        atomic_write(self.out_dir/"metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.log))
+
+    def record(self, row: dict) -> None:
+        "Log a row: the in-memory log always, TensorBoard too when it is installed and the run has a folder."
+        self.log.append(row)
+        if self.out_dir and self.tensorboard is None:
+            try: from torch.utils.tensorboard import SummaryWriter
+            except ImportError: self.tensorboard = False   # optional: metrics.jsonl holds the same numbers
+            else: self.tensorboard = SummaryWriter(str(self.out_dir/"tensorboard"), purge_step=row["step"])
+        if self.tensorboard:
+            flat = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+            flat.update({f"{layer}/{k}": v for layer, s in row.get("layers", {}).items() for k, v in s.items()})
+            for k, v in flat.items(): self.tensorboard.add_scalar(k, v, row["step"])
 
     def fit(self, extra_eval: typing.Callable[[], dict] | None = None) -> list[dict]:
         "Train to `cfg.steps`, evaluating (plus `extra_eval()`'s figures) and checkpointing on schedule; returns the log."
-        cfg = self.cfg
-        for _ in progress(range(self.step, cfg.steps), desc="training", initial=self.step, total=cfg.steps):
+        cfg, start, lines = self.cfg, time.perf_counter(), not interactive() and os.environ.get("WAKEA_QUIET") != "1"
+        bar = progress(total=cfg.steps, initial=self.step, desc="training", unit="step")
+        first, tokens = self.step, 0
+        while self.step < cfg.steps:
             row = self.train_step()
-            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+            tokens += row["tokens"]
+            if self.val_batches and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
                 row["val_loss"] = self.evaluate()
-                if extra_eval: row.update(extra_eval())
-            self.log.append(row)
+            if extra_eval and (self.step % cfg.eval_every == 0 or self.step == cfg.steps): row.update(extra_eval())
+            self.record(row)
+            elapsed = time.perf_counter() - start
+            rate, eta = tokens / elapsed, elapsed / (self.step - first) * (cfg.steps - self.step)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
+            bar.update()
+            if lines and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                print(f"step {self.step}/{cfg.steps}  loss {row['loss']:.4f}  {rate:,.0f} tok/s  eta {eta:.0f} s", flush=True)
             if self.out_dir and (self.step == cfg.steps or (cfg.ckpt_every and self.step % cfg.ckpt_every == 0)):
                 self.save(self.out_dir/"checkpoint.safetensors")
-                self.write_metrics()
+                self.write_run()
+        bar.close()
+        if self.tensorboard: self.tensorboard.close()
+        self.tensorboard = None   # a later fit() opens it again
         return self.log
+
+# %% ../../nbs/06_pretraining.ipynb #64a81e1a
+def read_run(run_dir: str | Path) -> dict:
+    "A run folder's `run.json`, checked: a folder that is not a run, or a run of another format version, is refused by name."
+    run_dir = Path(run_dir)
+    path = run_dir/"run.json"
+    if not run_dir.is_dir(): raise CheckpointError(f"{run_dir}: not a run folder (no such directory)")
+    try: info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError: raise CheckpointError(f"{run_dir}: not a run folder (it has no run.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT: raise CheckpointError(f"{path}: not a {RUN_FORMAT} description")
+    if info.get("version") != RUN_VERSION:
+        raise CheckpointError(f"{path}: run format version {info.get('version')!r}, this library reads {RUN_VERSION}")
+    return info
+
+MODEL_CLASSES = {"WakeaLM": (WakeaLM, LMConfig)}   # later chapters add their models here
+
+def load_pretrained(run_dir: str | Path, device=None) -> tuple[nn.Module, BPETokenizer | None, dict]:
+    "(model in eval mode, tokenizer, run description) of a run folder: weights only, to sample or fine-tune with any TrainConfig."
+    run_dir, device = Path(run_dir), device or "cpu"
+    info = read_run(run_dir)
+    model_info = info.get("model") if isinstance(info.get("model"), dict) else {}
+    if model_info.get("class") not in MODEL_CLASSES:
+        raise CheckpointError(f"{run_dir/'run.json'}: model class {model_info.get('class')!r} is not one of {', '.join(MODEL_CLASSES)}")
+    model_class, config_class = MODEL_CLASSES[model_info["class"]]
+    model = model_class(config_from_dict(config_class, model_info.get("config"), f"{run_dir/'run.json'} (model.config)"))
+    tensors, _ = load_checkpoint(run_dir/str(info.get("checkpoint", "checkpoint.safetensors")), device=device)
+    try: model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e: raise CheckpointError(f"{run_dir}: weights do not fit its model config: {str(e).splitlines()[0]}") from None
+    tokenizer = BPETokenizer.load(run_dir/info["tokenizer"]) if info.get("tokenizer") else None
+    return model.to(device).eval(), tokenizer, info
 
 # %% ../../nbs/06_pretraining.ipynb #e5dfa71d
 @torch.no_grad()
@@ -213,101 +339,3 @@ def bits_per_char(model, tokenizer, stories: list[str], batch_size: int = 64) ->
     bos = tokenizer.special_ids["<|bos|>"]
     bits = story_bits(model, encode_stories(tokenizer, stories), bos, batch_size)
     return bits.sum().item() / sum(len(s) + 1 for s in stories)
-
-def reachable_floor_bpc(world, split: str) -> float:
-    "The split's entropy floor plus what a model trained on other surfaces cannot know: which (kind, colour, place) combinations the split holds."
-    c = world.config
-    all_surfaces = len(c.kinds) * len(c.colours) * len(c.places)
-    bits, chars = world.story_entropy(split)
-    mean_events = (c.max_events + 1) / 2
-    return (bits + mean_events * math.log2(all_surfaces / len(world.surfaces[split]))) / chars
-
-# %% ../../nbs/06_pretraining.ipynb #991ff17f
-@torch.no_grad()
-def result_distributions(model, tokenizer, world, split: str = "val") -> list[dict]:
-    "For every (material, action) rule: the model's probabilities of each possible result after a prompt, beside the rule's."
-    from wakea_edu.world.tinyworld import Event
-    c, bos = world.config, tokenizer.special_ids["<|bos|>"]
-    results = sorted({r for table in c.rules.values() for outcomes in table.values() for r in outcomes})
-    rows, candidates = [], []
-    for material in c.materials:
-        kind, colour, place = next(s for s in world.surfaces[split] if material in c.kinds[s[0]])
-        for action, verb in c.actions.items():
-            event = Event(c.agents[0], action, c.sizes[0], colour, material, kind, place, results[0])
-            prompt = event.text(verb).rsplit(" It ", 1)[0] + " It"
-            candidates += [tokenizer.encode(f"{prompt} {result}.") for result in results]
-            rule = c.outcomes(material, action)
-            rows.append({"material": material, "action": action, "rule": {r: rule.get(r, 0.0) for r in results}})
-    # every candidate shares its prompt's bits, so a softmax over whole-text log-probabilities is p(result | prompt)
-    log_probs = -story_bits(model, candidates, bos, batch_size=256).view(len(rows), len(results)) * math.log(2)
-    for row, probs in zip(rows, log_probs.softmax(-1).tolist()): row["model"] = dict(zip(results, probs))
-    return rows
-
-def result_tv(rows: list[dict]) -> float:
-    "Mean total variation distance between the model's result distributions and the rules'."
-    return sum(0.5 * sum(abs(r["model"][k] - r["rule"][k]) for k in r["rule"]) for r in rows) / len(rows)
-
-# %% ../../nbs/06_pretraining.ipynb #dbc278f5
-EVENT_PATTERN = re.compile(r"(\S+) (\S+) the (\S+) (\S+) (\S+) (\S+) (.+?)\. It (.+?)\.")
-
-def rules_kept(world, text: str) -> tuple[int, int]:
-    "(events the rules allow, events told) in a story; text that is not a well-formed event counts as one broken event."
-    c, pos, kept, told = world.config, 0, 0, 0
-    verbs = {verb: action for action, verb in c.actions.items()}
-    text = text.strip()
-    while pos < len(text):
-        m, told = EVENT_PATTERN.match(text, pos), told + 1
-        if not m: break
-        agent, verb, size, colour, material, kind, place, result = m.groups()
-        kept += (agent in c.agents and verb in verbs and size in c.sizes and colour in c.colours and kind in c.kinds
-                 and material in c.kinds[kind] and place in c.places and c.outcomes(material, verbs[verb]).get(result, 0) > 0)
-        pos = m.end() + 1
-    return kept, told
-
-# %% ../../nbs/06_pretraining.ipynb #5a85e704
-@dataclasses.dataclass
-class TinyWorldRun:
-    "What `pretrain_tinyworld` returns: the trained model, what it was trained on, and how long it took."
-    model: torch.nn.Module
-    tokenizer: typing.Any
-    world: typing.Any
-    log: list[dict]
-    train_s: float      # seconds in training steps
-    eval_s: float       # seconds in the figures at each evaluation
-
-    def summary(self) -> dict:
-        "The result against the floors, as plain numbers."
-        last, floor, reachable = self.log[-1], self.world.entropy_floor_bpc("val"), reachable_floor_bpc(self.world, "val")
-        return {"steps": last["step"], "val_bpc": last["val_bpc"], "reachable_floor_bpc": reachable, "exact_floor_bpc": floor,
-                "bpc_ratio": last["val_bpc"] / reachable, "bpc_ratio_exact": last["val_bpc"] / floor,
-                "result_tv": last["result_tv"], "train_s": self.train_s, "eval_s": self.eval_s}
-
-def pretrain_tinyworld(out_dir: str | Path | None = None, *, steps: int = 650, batch_size: int = 16, block_size: int = 256,
-                       lr: float = 3e-3, warmup_steps: int = 60, eval_every: int = 50, train_stories: int = 60_000,
-                       val_stories: int = 1_000, world_seed: int = 0, seed: int = 0, device=None) -> TinyWorldRun:
-    "The chapter's full run: the tiny preset on TinyWorld, scored on whole validation stories and against the rules as it goes."
-    import time
-    from wakea_edu.core import get_device, seed_everything
-    from wakea_edu.text.model import LM_PRESETS, WakeaLM
-    from wakea_edu.text.tokenizer import tinyworld_tokenizer
-    from wakea_edu.world.tinyworld import TinyWorld, WorldConfig
-    world = TinyWorld(WorldConfig(seed=world_seed, stories={"train": train_stories, "val": val_stories, "test": 100}))
-    tok = tinyworld_tokenizer(seed=world_seed)
-    bos = tok.special_ids["<|bos|>"]
-    train, val = (pack(encode_stories(tok, world.stories(split)), bos) for split in ("train", "val"))
-    seed_everything(seed)
-    model = WakeaLM(dataclasses.replace(LM_PRESETS["tiny"], vocab_size=tok.n_vocab)).to(get_device(device))
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, block_size=block_size, lr=lr, warmup_steps=warmup_steps,
-                      eval_every=eval_every, eval_batches=4, ckpt_every=0, seed=seed)
-    eval_s = 0.0
-
-    def figures():
-        nonlocal eval_s
-        start = time.perf_counter()
-        row = {"val_bpc": bits_per_char(model, tok, world.stories("val")), "result_tv": result_tv(result_distributions(model, tok, world))}
-        eval_s += time.perf_counter() - start
-        return row
-
-    start = time.perf_counter()
-    log = Trainer(model, train, val, cfg, out_dir).fit(extra_eval=figures)
-    return TinyWorldRun(model, tok, world, log, time.perf_counter() - start - eval_s, eval_s)

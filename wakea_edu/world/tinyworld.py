@@ -14,8 +14,6 @@ import json
 import lzma
 import math
 import random
-import struct
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +24,9 @@ import numpy as np
 from ..core import ConfigError, atomic_write
 
 # %% auto #0
-__all__ = ['SPLITS', 'EVENT_TEMPLATE', 'STAGES', 'MICRO_CONFIG', 'FIXTURE_FILES', 'WorldConfig', 'Event', 'Story',
-           'surface_splits', 'TinyWorld', 'triplets', 'facts_graph', 'story_questions', 'questions', 'colour_rgb',
-           'Canvas', 'ellipse', 'rect', 'polygon', 'segment', 'draw_event', 'image_grid', 'png_bytes', 'render',
-           'scenes', 'save_triplet_grid', 'compression_bpc', 'story_entropy', 'entropy_floor_bpc', 'enumerate_stories',
-           'monte_carlo_entropy', 'summary', 'write_fixtures']
+__all__ = ['SPLITS', 'EVENT_TEMPLATE', 'MICRO_CONFIG', 'FIXTURE_FILES', 'WorldConfig', 'Event', 'Story', 'surface_splits',
+           'TinyWorld', 'triplets', 'facts_graph', 'story_questions', 'questions', 'compression_bpc', 'story_entropy',
+           'entropy_floor_bpc', 'enumerate_stories', 'monte_carlo_entropy', 'summary', 'write_fixtures']
 
 # %% ../../nbs/01_world.ipynb #b5d8e7bb
 SPLITS = ("train", "val", "test")
@@ -154,7 +150,7 @@ class WorldConfig:
         for name, share in (("val_fraction", self.val_fraction), ("test_fraction", self.test_fraction)):
             if round(n_surfaces * share) < 1: raise ConfigError(f"{name}: {share} of {n_surfaces} surface combinations is none at all")
         if round(n_surfaces * self.val_fraction) + round(n_surfaces * self.test_fraction) >= n_surfaces:
-            raise ConfigError(f"val_fraction: with test_fraction it leaves no surface combinations for training")
+            raise ConfigError("val_fraction: with test_fraction it leaves no surface combinations for training")
         return self
 
     @property
@@ -279,8 +275,6 @@ def triplets(world: TinyWorld, split: str) -> list[dict]:
     return [{"split": split, "story": i, "event": j, "what": e.what, "action": e.action, "result": e.result}
             for i, j, e in world.events(split)]
 
-TinyWorld.triplets = triplets
-
 # %% ../../nbs/01_world.ipynb #574e7821
 def facts_graph(world: TinyWorld, split: str | None = None) -> nx.DiGraph:
     "The typed knowledge graph: kinds, materials and rules; plus the events of `split` if given."
@@ -307,8 +301,6 @@ def facts_graph(world: TinyWorld, split: str | None = None) -> nx.DiGraph:
                                      ("place", node("place", e.place))):
                 g.add_edge(obj, target, relation=relation)
     return g
-
-TinyWorld.facts_graph = facts_graph
 
 # %% ../../nbs/01_world.ipynb #28d647cd
 def story_questions(world: TinyWorld, story: Story) -> list[dict]:
@@ -342,283 +334,6 @@ def questions(world: TinyWorld, split: str) -> list[dict]:
         if wanted: out.append({"split": split, "story": index, **_pick(rng, wanted)})
     return out
 
-TinyWorld.questions = questions
-
-# %% ../../nbs/01_world.ipynb #84827877
-_RGB = {"red": (214, 40, 40), "blue": (40, 90, 220), "green": (40, 160, 60), "yellow": (245, 205, 40),
-        "white": (245, 245, 245), "black": (30, 30, 30), "pink": (240, 130, 180), "grey": (140, 140, 140),
-        "brown": (130, 80, 40), "purple": (130, 60, 180), "orange": (245, 130, 30), "gold": (212, 175, 55),
-        "silver": (192, 192, 200), "teal": (0, 128, 128), "navy": (20, 30, 110), "lime": (160, 230, 40)}
-
-def colour_rgb(name: str) -> np.ndarray:
-    "A colour's RGB in [0, 1]; names we do not know get a stable colour from their CRC32."
-    rgb = _RGB.get(name) or tuple(zlib.crc32(name.encode()) >> s & 255 for s in (0, 8, 16))
-    return np.array(rgb, dtype=float) / 255
-
-class Canvas:
-    "An RGB image painted with coverage masks computed on a finer grid of coordinates in [0, 1]² (y down)."
-    def __init__(self, size: int, background=(1.0, 1.0, 1.0), supersample: int = 3):
-        self.size, self.supersample = size, supersample
-        grid = (np.arange(size * supersample) + 0.5) / (size * supersample)
-        self.x, self.y = np.meshgrid(grid, grid)
-        self.pixels = np.empty(self.x.shape + (3,))
-        self.pixels[:] = background
-
-    def paint(self, mask: np.ndarray, rgb, alpha: float = 1.0) -> Canvas:
-        "Blend colour `rgb` (one colour, or one per point) with opacity `alpha` over the points where `mask` holds."
-        mask, colour = np.asarray(mask, dtype=bool), np.asarray(rgb, dtype=float)
-        if colour.ndim > 1: colour = colour[mask]
-        self.pixels[mask] = self.pixels[mask] * (1 - alpha) + colour * alpha
-        return self
-
-    def image(self) -> np.ndarray:
-        "The picture as (size, size, 3) uint8, each pixel the mean of its fine points."
-        s, n = self.supersample, self.size
-        mean = self.pixels.reshape(n, s, n, s, 3).mean(axis=(1, 3))
-        return np.clip(np.round(mean * 255), 0, 255).astype(np.uint8)
-
-def ellipse(x, y, cx, cy, rx, ry): return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
-def rect(x, y, x0, y0, x1, y1): return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
-
-def polygon(x, y, points) -> np.ndarray:
-    "Points inside the polygon (even-odd rule: a ray to the right crosses its edges an odd number of times)."
-    inside = np.zeros(x.shape, dtype=bool)
-    for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]):
-        if y0 == y1: continue
-        crosses = ((y0 > y) != (y1 > y)) & (x < x0 + (y - y0) * (x1 - x0) / (y1 - y0))
-        inside ^= crosses
-    return inside
-
-def segment(x, y, p, q, width) -> np.ndarray:
-    "Points within `width / 2` of the segment from `p` to `q`."
-    (px, py), (qx, qy) = p, q
-    dx, dy = qx - px, qy - py
-    t = np.clip(((x - px) * dx + (y - py) * dy) / (dx * dx + dy * dy or 1), 0, 1)
-    return (x - px - t * dx) ** 2 + (y - py - t * dy) ** 2 <= (width / 2) ** 2
-
-# %% ../../nbs/01_world.ipynb #58189de1
-def _kind_parts(kind: str, u, v) -> list[tuple[np.ndarray, float]]:
-    "The parts of a kind's shape as (mask, brightness) in the object frame (u across, v up from the base)."
-    if kind == "cup":
-        handle = ellipse(u, v, 0.36, 0.42, 0.2, 0.2) & ~ellipse(u, v, 0.36, 0.42, 0.1, 0.1) & (u > 0.25)
-        return [(polygon(u, v, [(-0.28, 0), (0.28, 0), (0.36, 0.8), (-0.36, 0.8)]), 1.0), (handle, 0.85)]
-    if kind == "ball": return [(ellipse(u, v, 0, 0.45, 0.45, 0.45), 1.0)]
-    if kind == "cube":
-        return [(rect(u, v, -0.4, 0, 0.22, 0.62), 1.0), (polygon(u, v, [(-0.4, 0.62), (0.22, 0.62), (0.4, 0.8), (-0.22, 0.8)]), 1.25),
-                (polygon(u, v, [(0.22, 0), (0.4, 0.18), (0.4, 0.8), (0.22, 0.62)]), 0.7)]
-    if kind == "plate": return [(ellipse(u, v, 0, 0.14, 0.5, 0.14), 0.85), (ellipse(u, v, 0, 0.17, 0.34, 0.07), 1.15)]
-    if kind == "bottle":
-        return [(rect(u, v, -0.22, 0, 0.22, 0.5) | polygon(u, v, [(-0.22, 0.5), (0.22, 0.5), (0.08, 0.66), (-0.08, 0.66)]), 1.0),
-                (rect(u, v, -0.08, 0.66, 0.08, 0.9), 0.9), (rect(u, v, -0.1, 0.9, 0.1, 0.98), 0.6)]
-    if kind == "block": return [(rect(u, v, -0.5, 0, 0.5, 0.34), 1.0), (rect(u, v, -0.5, 0.34, 0.5, 0.42), 1.25)]
-    if kind == "bowl": return [(ellipse(u, v, 0, 0.4, 0.5, 0.4) & (v <= 0.4), 1.0), (ellipse(u, v, 0, 0.4, 0.5, 0.07), 0.7)]
-    if kind == "vase":
-        return [(polygon(u, v, [(-0.14, 0), (0.14, 0), (0.32, 0.35), (0.12, 0.68), (0.2, 0.9), (-0.2, 0.9), (-0.12, 0.68), (-0.32, 0.35)]), 1.0)]
-    return [(rect(u, v, -0.35, 0, 0.35, 0.7), 1.0)]  # a kind added by a config: a plain box
-
-def _material_look(material: str, rgb: np.ndarray, u, v) -> tuple[np.ndarray, float]:
-    "Per-point colour and opacity of `material` in colour `rgb`."
-    colour = np.broadcast_to(rgb, u.shape + (3,)).copy()
-    if material == "wood": colour *= (0.82 + 0.18 * (np.sin(v * 45 + 3 * np.sin(u * 9)) > 0))[..., None]
-    elif material == "metal": colour = colour * 0.75 + 0.45 * np.exp(-((u - 0.12) / 0.1) ** 2)[..., None]
-    elif material == "paper": colour = 0.6 * colour + 0.4 * (1 - 0.25 * (np.sin(v * 60) > 0.85))[..., None]
-    elif material == "clay": colour *= (1 - 0.3 * (np.sin(u * 97) * np.sin(v * 89) > 0.6))[..., None]
-    elif material == "ice": colour = 0.45 * colour + 0.55 * np.array([0.8, 0.93, 1.0])
-    alpha = {"glass": 0.5, "ice": 0.75}.get(material, 1.0)
-    return np.clip(colour, 0, 1), alpha
-
-# %% ../../nbs/01_world.ipynb #30c70a84
-_SCALE = {"tiny": 0.2, "small": 0.3, "big": 0.42, "huge": 0.54}
-_WALL, _DARK = (0.93, 0.9, 0.84), np.array([0.15, 0.15, 0.15])
-
-def _draw_place(canvas: Canvas, place: str) -> tuple[float, float]:
-    "Paint the background of `place`; return where objects stand (x of their centre, y of their base)."
-    x, y, paint = canvas.x, canvas.y, canvas.paint
-    if place == "on the table":
-        paint(rect(x, y, 0.05, 0.72, 0.95, 0.78), (0.55, 0.35, 0.18)).paint(rect(x, y, 0.1, 0.78, 0.16, 1) | rect(x, y, 0.84, 0.78, 0.9, 1), (0.45, 0.28, 0.14))
-        return 0.5, 0.72
-    if place == "on the shelf":
-        paint(rect(x, y, 0, 0.6, 1, 0.65), (0.5, 0.5, 0.55)).paint(polygon(x, y, [(0.15, 0.65), (0.25, 0.65), (0.15, 0.78)]), (0.4, 0.4, 0.45))
-        return 0.5, 0.6
-    if place == "on the floor":
-        paint(rect(x, y, 0, 0.84, 1, 1) & ((np.floor(x * 8) + np.floor(y * 8)) % 2 == 0), (0.6, 0.6, 0.62))
-        paint(rect(x, y, 0, 0.84, 1, 1) & ((np.floor(x * 8) + np.floor(y * 8)) % 2 == 1), (0.8, 0.8, 0.82))
-        return 0.5, 0.86
-    if place == "in the box":
-        paint(rect(x, y, 0.12, 0.55, 0.88, 0.9), (0.62, 0.45, 0.25))
-        return 0.5, 0.79
-    if place == "in the sink":
-        paint(rect(x, y, 0, 0, 1, 0.7) & ((np.floor(x * 10) + np.floor(y * 10)) % 2 == 0), (0.88, 0.92, 0.95))
-        paint(ellipse(x, y, 0.5, 0.82, 0.45, 0.14), (0.7, 0.72, 0.75))
-        return 0.5, 0.84
-    if place == "on the bed":
-        paint(rect(x, y, 0, 0.7, 1, 0.95), (0.45, 0.55, 0.85)).paint(ellipse(x, y, 0.15, 0.66, 0.12, 0.06), (1, 1, 1))
-        return 0.55, 0.72
-    if place == "by the door":
-        paint(rect(x, y, 0.05, 0.12, 0.35, 0.86), (0.5, 0.3, 0.15)).paint(ellipse(x, y, 0.29, 0.5, 0.025, 0.025), (0.9, 0.8, 0.2))
-        paint(rect(x, y, 0, 0.86, 1, 1), (0.7, 0.65, 0.6))
-        return 0.64, 0.86
-    if place == "in the yard":
-        paint(rect(x, y, 0, 0, 1, 0.78), (0.6, 0.8, 0.98)).paint(ellipse(x, y, 0.85, 0.14, 0.08, 0.08), (1, 0.85, 0.2))
-        paint(rect(x, y, 0, 0.78, 1, 1), (0.3, 0.65, 0.25))
-        return 0.5, 0.84
-    paint(rect(x, y, 0, 0.85, 1, 1), colour_rgb(place))  # a place added by a config
-    return 0.5, 0.86
-
-def _draw_place_front(canvas: Canvas, place: str) -> None:
-    "What stands in front of objects (the front of the box, the rim of the sink)."
-    x, y = canvas.x, canvas.y
-    if place == "in the box": canvas.paint(rect(x, y, 0.08, 0.79, 0.92, 0.95), (0.72, 0.54, 0.3))
-    if place == "in the sink": canvas.paint(ellipse(x, y, 0.5, 0.9, 0.47, 0.08) & (y > 0.9), (0.8, 0.82, 0.85))
-
-def _draw_object(canvas: Canvas, kind, material, colour, size, centre, dx=0.0, dy=0.0, rotate=0.0, sx=1.0, sy=1.0, shade=1.0) -> None:
-    "Paint the object standing at `centre`, moved by (dx, dy), turned by `rotate` degrees about its base, stretched by (sx, sy)."
-    scale = _SCALE.get(size, 0.4)
-    x0, y0 = centre[0] + dx, centre[1] - dy
-    a = math.radians(rotate)
-    px, py = (canvas.x - x0) / scale, (y0 - canvas.y) / scale
-    u, v = (px * math.cos(a) + py * math.sin(a)) / sx, (-px * math.sin(a) + py * math.cos(a)) / sy
-    rgb, alpha = _material_look(material, colour_rgb(colour), u, v)
-    for mask, brightness in _kind_parts(kind, u, v): canvas.paint(mask, np.clip(rgb * brightness * shade, 0, 1), alpha)
-    if material in ("glass", "ice"): canvas.paint(segment(u, v, (-0.15, 0.2), (-0.1, 0.55), 0.07) & _kind_parts(kind, u, v)[0][0], (1, 1, 1), 0.8)
-
-def draw_event(kind: str, material: str, colour: str, size: str, place: str, action: str | None = None,
-               result: str | None = None, image_size: int = 32) -> np.ndarray:
-    "A (image_size, image_size, 3) uint8 scene: the object in its place, with the action's glyph, or after the result."
-    canvas = Canvas(image_size, _WALL)
-    centre = _draw_place(canvas, place)
-    obj = dict(kind=kind, material=material, colour=colour, size=size)
-    top = centre[1] - _SCALE.get(size, 0.4) * 0.9
-    if result is None: _draw_object(canvas, **obj, centre=centre)
-    else: _draw_result(canvas, result, obj, centre, top)
-    _draw_place_front(canvas, place)
-    if action is not None and result is None: _draw_action(canvas, action, centre, top)
-    return canvas.image()
-
-# %% ../../nbs/01_world.ipynb #545b5edd
-def _arrow(canvas, p, q, rgb=_DARK, width=0.05):
-    "A straight arrow from `p` to `q`."
-    x, y = canvas.x, canvas.y
-    (px, py), (qx, qy) = p, q
-    length = math.hypot(qx - px, qy - py)
-    ux, uy = (qx - px) / length, (qy - py) / length
-    head = [(qx, qy), (qx - 0.1 * ux - 0.06 * uy, qy - 0.1 * uy + 0.06 * ux), (qx - 0.1 * ux + 0.06 * uy, qy - 0.1 * uy - 0.06 * ux)]
-    canvas.paint(segment(x, y, p, (qx - 0.08 * ux, qy - 0.08 * uy), width) | polygon(x, y, head), rgb)
-
-def _flame(canvas, cx, cy, r):
-    x, y = canvas.x, canvas.y
-    canvas.paint(polygon(x, y, [(cx, cy - 2 * r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]) | ellipse(x, y, cx, cy, r, r), (0.95, 0.35, 0.05))
-    canvas.paint(ellipse(x, y, cx, cy + 0.3 * r, 0.5 * r, 0.6 * r), (1, 0.85, 0.2))
-
-def _drops(canvas, points, r=0.03):
-    for cx, cy in points: canvas.paint(ellipse(canvas.x, canvas.y, cx, cy, r, 1.4 * r), (0.2, 0.45, 0.95))
-
-def _draw_action(canvas: Canvas, action: str, centre, top: float) -> None:
-    "The glyph of `action`, drawn around the object standing at `centre` whose top is at height `top`."
-    x, y, (cx, cy) = canvas.x, canvas.y, centre
-    if action == "drop": _arrow(canvas, (0.15, 0.08), (0.15, 0.4))
-    elif action == "push": _arrow(canvas, (0.02, cy - 0.12), (cx - 0.22, cy - 0.12))
-    elif action == "throw":
-        arc = [(0.08 + 0.3 * t, 0.45 - 0.6 * t + 0.6 * t * t) for t in np.linspace(0, 1, 7)]
-        for p, q in zip(arc[:-2], arc[1:-1]): canvas.paint(segment(x, y, p, q, 0.05), _DARK)
-        _arrow(canvas, arc[-2], arc[-1])
-    elif action == "heat": _flame(canvas, 0.16, 0.24, 0.08)
-    elif action == "freeze":
-        for angle in (0, 60, 120):
-            a = math.radians(angle)
-            canvas.paint(segment(x, y, (0.16 - 0.12 * math.cos(a), 0.2 - 0.12 * math.sin(a)), (0.16 + 0.12 * math.cos(a), 0.2 + 0.12 * math.sin(a)), 0.04), (0.3, 0.6, 0.95))
-    elif action == "stack": canvas.paint(rect(x, y, cx - 0.14, top - 0.12, cx + 0.14, top), (0.45, 0.45, 0.5))
-    elif action == "squeeze":
-        _arrow(canvas, (0.02, cy - 0.1), (cx - 0.24, cy - 0.1))
-        _arrow(canvas, (0.98, cy - 0.1), (cx + 0.24, cy - 0.1))
-    elif action == "soak": _drops(canvas, [(cx - 0.12, 0.1), (cx, 0.18), (cx + 0.12, 0.1)])
-    else: canvas.paint(rect(x, y, 0.05, 0.05, 0.2, 0.2), colour_rgb(action))  # an action added by a config
-
-# %% ../../nbs/01_world.ipynb #32d00e50
-_RESULT_POSES = {"bounces": dict(dy=0.2), "slides": dict(dx=0.16), "topples": dict(rotate=90), "squashes": dict(sx=1.35, sy=0.45),
-                 "gets soft": dict(sx=1.15, sy=0.7), "gets soggy": dict(sx=1.15, sy=0.7), "swells": dict(sx=1.25, sy=1.25),
-                 "crumples": dict(sx=0.65, sy=0.55, rotate=15), "flutters down": dict(rotate=30, dy=0.25, sx=0.8, sy=0.8),
-                 "burns": dict(shade=0.3), "hardens": dict(shade=0.65), "melts": dict(sx=1.8, sy=0.15)}
-
-def _draw_result(canvas: Canvas, result: str, obj: dict, centre, top: float) -> None:
-    "The object after `result`: moved, squashed or gone, with its marks (shards, cracks, drops, …)."
-    x, y, (cx, cy) = canvas.x, canvas.y, centre
-    pose = _RESULT_POSES.get(result, {})
-    if result != "shatters": _draw_object(canvas, **obj, centre=centre, **pose)
-    rgb = colour_rgb(obj["colour"])
-    if result == "shatters":
-        for i in range(7):
-            sx, h = cx + 0.11 * (i - 3) + 0.02 * math.sin(i * 5), 0.03 + 0.02 * (i % 3)
-            canvas.paint(polygon(x, y, [(sx - 0.035, cy), (sx + 0.035, cy), (sx + 0.01 * (i % 2), cy - h)]), rgb)
-    elif result == "cracks":
-        zig = [(cx - 0.05 + 0.06 * (i % 2), cy - (top - cy) * 0.1 - i * (cy - top) * 0.2) for i in range(5)]
-        for p, q in zip(zig, zig[1:]): canvas.paint(segment(x, y, p, q, 0.035), _DARK)
-    elif result == "bounces":
-        for i in (-1, 0, 1): canvas.paint(segment(x, y, (cx + 0.12 * i, cy), (cx + 0.12 * i, cy - 0.1), 0.025), _DARK)
-    elif result in ("lands", "clangs"):
-        for side in (-1, 1):
-            canvas.paint(segment(x, y, (cx + side * 0.3, cy - 0.02), (cx + side * 0.4, cy - 0.1), 0.03), _DARK)
-    elif result == "slides":
-        for i in range(3): canvas.paint(segment(x, y, (cx - 0.4, cy - 0.05 - 0.07 * i), (cx - 0.22, cy - 0.05 - 0.07 * i), 0.025), _DARK)
-    elif result == "melts": _drops(canvas, [(cx - 0.2, cy - 0.1), (cx + 0.2, cy - 0.12)])
-    elif result == "burns": _flame(canvas, cx, cy - (cy - top) * 0.6, 0.1)
-    elif result in ("gets warm", "gets hot", "glows"):
-        if result == "glows": canvas.paint(ellipse(x, y, cx, (top + cy) / 2, 0.3, 0.6 * (cy - top) + 0.05), (1.0, 0.55, 0.1), 0.4)
-        for i in (-1, 0, 1):
-            wave = [(cx + 0.12 * i + 0.03 * math.sin(k * 2), top - 0.04 - 0.04 * k) for k in range(4)]
-            for p, q in zip(wave, wave[1:]): canvas.paint(segment(x, y, p, q, 0.025), (0.9, 0.2, 0.1))
-    elif result in ("gets cold", "hardens"):
-        frost = (np.sin(x * 131) * np.sin(y * 127) > 0.8) & rect(x, y, cx - 0.3, top, cx + 0.3, cy)
-        canvas.paint(frost, (0.85, 0.95, 1.0))
-    elif result in ("gets wet", "gets soggy", "swells", "rusts"):
-        if result == "rusts": canvas.paint((np.sin(x * 97) * np.sin(y * 91) > 0.5) & rect(x, y, cx - 0.2, top + 0.1, cx + 0.2, cy - 0.02), (0.6, 0.3, 0.1))
-        else: _drops(canvas, [(cx - 0.25, top + 0.05), (cx + 0.27, top + 0.12), (cx - 0.2, cy - 0.15)])
-    elif result == "dents": canvas.paint(ellipse(x, y, cx + 0.1, (top + cy) / 2, 0.05, 0.04), _DARK, 0.7)
-    elif result == "stands": canvas.paint(rect(x, y, cx - 0.14, top - 0.12, cx + 0.14, top), (0.45, 0.45, 0.5))
-    elif result == "topples": canvas.paint(rect(x, y, cx + 0.25, cy - 0.12, cx + 0.45, cy), (0.45, 0.45, 0.5))
-    elif result not in ("stays the same", "squashes", "gets soft", "crumples", "flutters down"):
-        canvas.paint(ellipse(x, y, 0.88, 0.12, 0.07, 0.07), colour_rgb(result))  # a result added by a config
-
-# %% ../../nbs/01_world.ipynb #35d4ff26
-def image_grid(rows: list[list[np.ndarray]], gap: int = 2, zoom: int = 1) -> np.ndarray:
-    "Stitch equal-sized uint8 images into one, `gap` white pixels apart, each pixel repeated `zoom` times."
-    h, w, _ = rows[0][0].shape
-    ncols = max(map(len, rows))
-    grid = np.full((len(rows) * (h + gap) + gap, ncols * (w + gap) + gap, 3), 255, dtype=np.uint8)
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row): grid[gap + i * (h + gap):gap + i * (h + gap) + h, gap + j * (w + gap):gap + j * (w + gap) + w] = image
-    return grid.repeat(zoom, axis=0).repeat(zoom, axis=1)
-
-def png_bytes(image: np.ndarray) -> bytes:
-    "Encode an (H, W, 3) uint8 image as PNG bytes."
-    image = np.ascontiguousarray(image, dtype=np.uint8)
-    h, w, _ = image.shape
-    def chunk(tag: bytes, data: bytes) -> bytes: return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    rows = b"".join(b"\x00" + image[r].tobytes() for r in range(h))  # filter type 0 (none) per row
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
-
-# %% ../../nbs/01_world.ipynb #fb2ca23f
-STAGES = ("what", "action", "result")
-
-def render(world: TinyWorld, event: Event, stage: str = "what") -> np.ndarray:
-    "One stage of `event` ('what', 'action' or 'result') as an (S, S, 3) uint8 image."
-    if stage not in STAGES: raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
-    return draw_event(event.kind, event.material, event.colour, event.size, event.place,
-                      action=event.action if stage == "action" else None,
-                      result=event.result if stage == "result" else None, image_size=world.config.image_size)
-
-def scenes(world: TinyWorld, split: str, limit: int | None = None) -> np.ndarray:
-    "The (what, action, result) images of the split's first `limit` events: uint8, shape (N, 3, S, S, 3)."
-    events = [e for _, _, e in world.events(split)][:limit]
-    return np.stack([np.stack([render(world, e, stage) for stage in STAGES]) for e in events])
-
-def save_triplet_grid(world: TinyWorld, path, split: str = "train", n: int = 8, zoom: int = 4) -> Path:
-    "Save a PNG of `n` events of `split`, one row each: what | action | result."
-    return atomic_write(path, png_bytes(image_grid([list(t) for t in scenes(world, split, n)], zoom=zoom)))
-
-TinyWorld.render, TinyWorld.scenes, TinyWorld.save_triplet_grid = render, scenes, save_triplet_grid
-
 # %% ../../nbs/01_world.ipynb #2b22b581
 def compression_bpc(text: str) -> float:
     "Bits per character of `text` after lzma at its strongest (preset 9 | extreme): an upper bound on its entropy."
@@ -650,8 +365,6 @@ def entropy_floor_bpc(world: TinyWorld, split: str) -> float:
     bits, chars = story_entropy(world, split)
     return bits / chars
 
-TinyWorld.story_entropy, TinyWorld.entropy_floor_bpc = story_entropy, entropy_floor_bpc
-
 # %% ../../nbs/01_world.ipynb #faec28a3
 def enumerate_stories(world: TinyWorld, split: str, limit: int = 200_000) -> list[tuple[str, float]]:
     "Every story `split` can produce, with its probability (for micro-worlds; refuses more than `limit`)."
@@ -667,8 +380,6 @@ def enumerate_stories(world: TinyWorld, split: str, limit: int = 200_000) -> lis
     if total > limit: raise ValueError(f"{split} has {total:,} stories, more than limit={limit:,}: enumerate a smaller world")
     return [(" ".join(t for t, _ in combo), math.prod(p for _, p in combo) / c.max_events)
             for n in range(1, c.max_events + 1) for combo in itertools.product(events, repeat=n)]
-
-TinyWorld.enumerate_stories = enumerate_stories
 
 MICRO_CONFIG = dict(kinds={"cup": ["glass", "paper"], "ball": ["rubber"]}, colours=["red", "blue"], sizes=["big"],
                     places=["on the table", "in the box"], agents=["Mia", "Tom"], actions={"drop": "drops", "heat": "heats"},
@@ -695,29 +406,27 @@ def summary(world: TinyWorld) -> dict:
         chars = sum(len(s) + 1 for s in world.stories(split))
         splits[split] = {"stories": len(world.stories(split)), "events": len(world.events(split)), "surfaces": len(world.surfaces[split]),
                          "chars": chars, "chars_per_story": round(chars / len(world.stories(split)), 3),
-                         "entropy_floor_bpc": round(world.entropy_floor_bpc(split), 6)}
+                         "entropy_floor_bpc": round(entropy_floor_bpc(world, split), 6)}
     results = sorted({r for table in c.rules.values() for outcomes in table.values() for r in outcomes})
     return {"seed": c.seed, "splits": splits, "rules": len(c.materials) * len(c.actions),
             "vocabulary": {"kinds": list(c.kinds), "materials": c.materials, "actions": list(c.actions), "results": results,
                            "colours": c.colours, "sizes": c.sizes, "places": c.places, "agents": len(c.agents)}}
 
-TinyWorld.summary = summary
-
 FIXTURE_FILES = ("corpus_train.txt", "corpus_val.txt", "corpus_test.txt", "triplets.jsonl", "facts.jsonl", "questions.jsonl", "world.json")
 
 def _jsonl(records) -> str: return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
 
-def write_fixtures(out_dir, seed: int = 0) -> list[Path]:
-    "Write TinyWorld's fixture files for `seed` into `out_dir` (created); the same seed gives the same bytes."
-    world = TinyWorld(WorldConfig(seed=seed))
-    graph = world.facts_graph()
+def write_fixtures(out_dir, seed: int = 0, world: TinyWorld | None = None) -> list[Path]:
+    "Write the fixture files of `world` (default: seed `seed`'s) into `out_dir` (created); the same world gives the same bytes."
+    world = world or TinyWorld(WorldConfig(seed=seed))
+    graph = facts_graph(world)
     facts = [{"subject": a, "relation": d["relation"], "object": b, **({"probability": d["probability"]} if "probability" in d else {})}
              for a, b, d in sorted(graph.edges(data=True))]
     contents = {f"corpus_{split}.txt": world.corpus(split) + "\n" for split in SPLITS}
-    contents["triplets.jsonl"] = _jsonl(t for split in SPLITS for t in world.triplets(split))
+    contents["triplets.jsonl"] = _jsonl(t for split in SPLITS for t in triplets(world, split))
     contents["facts.jsonl"] = _jsonl(facts)
-    contents["questions.jsonl"] = _jsonl(q for split in SPLITS for q in world.questions(split))
-    contents["world.json"] = json.dumps({"config": dataclasses.asdict(world.config), "summary": world.summary()}, indent=1, sort_keys=True) + "\n"
+    contents["questions.jsonl"] = _jsonl(q for split in SPLITS for q in questions(world, split))
+    contents["world.json"] = json.dumps({"config": dataclasses.asdict(world.config), "summary": summary(world)}, indent=1, sort_keys=True) + "\n"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return [atomic_write(out_dir / name, contents[name]) for name in FIXTURE_FILES]
