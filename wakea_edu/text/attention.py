@@ -92,7 +92,8 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, cache: KVCache | None = None, need_weights: bool = False):
         "x: (batch, T, d). attention_mask: (batch, n_k), True/1 for real keys. Returns output (and weights if asked)."
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        # split_heads on each third, in one view: (B, T, 3, H, d_head) -> three (B, H, T, d_head), fewer calls per token
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.n_heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         if self.rotary is not None:
             if positions is None: positions = torch.arange(offset, offset + x.shape[1], device=x.device)
             q, k = self.rotary(q, positions), self.rotary(k, positions)

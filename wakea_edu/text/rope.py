@@ -108,8 +108,9 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         cos, sin = self.rows(positions, x.device)
+        if x.dtype == torch.float32: return torch.addcmul(x * cos, self.partner(x), sin)  # x cos + partner(x) sin
         x32 = x.float()
-        return torch.addcmul(x32 * cos, self.partner(x32), sin).type_as(x)  # x cos + partner(x) sin, fp32, cast back
+        return torch.addcmul(x32 * cos, self.partner(x32), sin).type_as(x)  # in fp32, cast back
 
     def extra_repr(self) -> str: return f"head_dim={self.head_dim}, base={self.base}, style={self.style!r}"
 
