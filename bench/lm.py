@@ -25,7 +25,6 @@ import inspect
 import json
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wakea_edu.core import atomic_write
+from wakea_edu.core import atomic_write, source_changed, source_commit
 from wakea_edu.text.attention import MultiHeadAttention, attention, causal_mask, merge_heads
 from wakea_edu.text.generate import generate
 from wakea_edu.text.model import LM_PRESETS, WakeaLM
@@ -52,14 +51,6 @@ ATTN_REPEATS, ATTN_CALLS = 15, 5
 GEN_PROMPT, GEN_NEW, GEN_REPEATS = 16, 512, 3
 HF_NEW, HF_REPEATS = 256, 7  # the tiny preset, 16 prompt tokens + 256 new ones, greedy, against LlamaForCausalLM
 FLOORS = {"train_speed_ratio": 1.05, "gen_ratio_vs_hf_llama": 1.5, "kv_cache_speedup": 10}
-
-
-def git_commit() -> tuple[str | None, bool | None]:
-    "(HEAD's commit, whether the working tree differs from it), or (None, None) outside a git checkout."
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, check=True).stdout.strip()
-    try: return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.CalledProcessError): return None, None
 
 
 def interleaved_medians(fns: dict, repeats: int, calls: int = 1, warmup: int = 1) -> tuple[dict, dict]:
@@ -251,7 +242,7 @@ def main():
     if unknown := [n for n in names if n not in MEASUREMENTS]: parser.error(f"unknown measurement {unknown[0]!r}")
     torch.set_num_threads(THREADS)
     result = json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
-    commit, dirty = git_commit()
+    commit, dirty = source_commit(), source_changed()
     result |= {"threads": THREADS, "torch": torch.__version__, "python": platform.python_version(),
                "machine": platform.machine(), "commit": commit, "commit_dirty": dirty}
     runs = result.setdefault("runs", {})

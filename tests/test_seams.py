@@ -203,11 +203,30 @@ def test_every_shipped_config_loads():
     ("data:\n  - kind: csv\n", "data[0].kind"),
     ("data: []\n", "no source"),
     ("val_fraction: 1.5\n", "val_fraction"),
+    ("train: {lr: .nan}\n", "train.lr: must be a finite number > 0, got nan"),
+    ("train: {steps: -5}\n", "train.steps: must be an int >= 1, got -5"),
+    ("train: {batch_size: 0}\n", "train.batch_size: must be an int >= 1, got 0"),
+    ("train: {steps: 10, warmup_steps: 20}\n", "train.warmup_steps: must be <= steps (10), got 20"),
+    ("train: {betas: [0.9, 1.0]}\n", "train.betas[1]: must be a finite number in [0, 1), got 1.0"),
+    ("train: {weight_decay: -0.1}\n", "train.weight_decay"), ("train: {eval_every: 0}\n", "train.eval_every"),
+    ("model: {norm_eps: 0}\n", "model.norm_eps"), ("model: {d_model: 130}\n", "model.d_model: 130 is not divisible"),
+    ("tokenizer: {vocab_size: 100}\n", "tokenizer.vocab_size: must be an int >= 256"),
+    ("data:\n  - {kind: tinyworld, weight: .inf}\n", "data[0].weight"),
+    ("world: {val_fraction: .nan}\n", "world.val_fraction"),
+    ("", "empty config file"), ("false\n", "expects a mapping for RunConfig"),
+    ('{"train": ' * 1000 + "{}" + "}" * 1000, "nested more than 32 levels deep"),
 ])
 def test_a_bad_run_config_names_the_file_and_the_field(tmp_path, text, needle):
     (tmp_path/"run.yaml").write_text(text)
     with pytest.raises(ConfigError, match="run.yaml") as e: load_run_config(tmp_path/"run.yaml")
     assert needle in str(e.value)
+
+
+def test_train_refuses_a_bad_config_in_one_line(tmp_path):
+    (tmp_path/"run.yaml").write_text("train: {lr: .nan}\n")
+    r = cli("train", "--config", "run.yaml", "--out", "runs/x", cwd=tmp_path)
+    assert r.returncode == 1 and "run.yaml: train.lr: must be a finite number > 0, got nan" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path/"runs").exists()
 
 
 def cli(*args, cwd):

@@ -214,3 +214,20 @@ def test_result_distributions_cover_every_rule_with_proper_distributions(data):
     glass_drop = next(r for r in rows if (r["material"], r["action"]) == ("glass", "drop"))
     assert glass_drop["rule"]["shatters"] == 0.75 and glass_drop["rule"]["cracks"] == 0.25
     assert 0.5 < result_tv(rows) < 1                                          # an untrained model is far from the rules
+
+
+@pytest.mark.parametrize("field, bad", [
+    ("steps", 0), ("steps", -5), ("batch_size", 0), ("block_size", 0), ("grad_accum", 0), ("lr", float("nan")), ("lr", 0.0),
+    ("lr", float("inf")), ("min_lr_ratio", 1.5), ("warmup_steps", -1), ("warmup_steps", 2000), ("weight_decay", -0.1),
+    ("betas", (0.9, 1.0)), ("betas", (float("nan"), 0.9)), ("betas", (0.9,)), ("grad_clip", -1.0), ("eval_every", 0),
+    ("eval_batches", 0), ("ckpt_every", -1), ("seed", -1), ("amp", "fp8"), ("stats_every", -1), ("log_every", 0), ("steps", 2.5),
+])
+def test_train_config_refuses_impossible_values_by_field(field, bad):
+    from wakea_edu.core import ConfigError
+    with pytest.raises(ConfigError) as e: TrainConfig(**{field: bad})
+    assert str(e.value).startswith(f"{field if field != 'betas' or len(bad) == 1 else field + '['}")
+
+
+def test_train_config_accepts_its_edges():
+    TrainConfig(steps=1, warmup_steps=1, lr=1e-9, min_lr_ratio=0, weight_decay=0, grad_clip=0, ckpt_every=0, betas=(0, 0.999))
+    TrainConfig(steps=10, warmup_steps=0, min_lr_ratio=1)

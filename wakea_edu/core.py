@@ -12,9 +12,11 @@ import difflib
 import hashlib
 import importlib
 import json
+import math
 import os
 import platform
 import random
+import reprlib
 import sys
 import tempfile
 import types
@@ -26,10 +28,11 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'CORE_PACKAGES', 'OPTIONAL_PACKAGES', 'package_version', 'source_commit',
-           'show_versions', 'fast_mode', 'get_device', 'seed_everything', 'atomic_write', 'ConfigError',
-           'config_from_dict', 'save_config', 'load_config', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
-           'interactive', 'progress', 'doctor_report', 'doctor']
+__all__ = ['MAX_CONFIG_DEPTH', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'MAX_HEADER_BYTES', 'CORE_PACKAGES',
+           'OPTIONAL_PACKAGES', 'package_version', 'source_commit', 'source_changed', 'show_versions', 'fast_mode',
+           'get_device', 'seed_everything', 'atomic_write', 'ConfigError', 'check_number', 'config_from_dict',
+           'save_config', 'load_config', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'interactive',
+           'progress', 'doctor_report', 'doctor']
 
 # %% ../nbs/00_core.ipynb #ddb5c896
 def package_version(name: str) -> str | None:
@@ -38,13 +41,22 @@ def package_version(name: str) -> str | None:
     try: return version(name)
     except PackageNotFoundError: return None
 
-def source_commit() -> str | None:
-    "The git commit of the checkout this package runs from, or None (an installed wheel, or no git)."
+def _git(*args: str) -> str | None:
+    "What `git ARGS` prints in the checkout this package runs from, or None (an installed wheel, or no git)."
     import subprocess
     here = Path(importlib.import_module("wakea_edu").__file__).resolve().parent
-    try: out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    try: out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError): return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+def source_commit() -> str | None:
+    "The git commit of the checkout this package runs from, or None (an installed wheel, or no git)."
+    return _git("rev-parse", "HEAD")
+
+def source_changed() -> bool | None:
+    "Whether that checkout's tracked files differ from its commit (figures measured there are not the commit's), or None."
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
 
 def show_versions(*packages: str) -> None:
     "Print Python's version and those of `packages` (torch and numpy by default)."
@@ -79,13 +91,40 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 # %% ../nbs/00_core.ipynb #944b8aad
+def _temp_prefix(path: Path) -> str: return f".{path.name}.tmp-"
+
+def _alive(pid: int) -> bool:
+    "Whether process `pid` exists (signal 0 checks without sending anything)."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: return True   # EPERM: it exists, under another user
+    return True
+
+def _remove_orphans(path: Path) -> None:
+    "Delete the temporary files that killed writers of `path` left behind; those of live processes are theirs."
+    if os.name != "posix": return   # on Windows os.kill(pid, 0) would end that process: orphans stay there
+    prefix = _temp_prefix(path)
+    try: names = [e.name for e in os.scandir(path.parent) if e.name.startswith(prefix)]
+    except OSError: return
+    for name in names:
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) > 0 and int(pid) != os.getpid() and not _alive(int(pid)):
+            try: os.unlink(path.parent/name)
+            except OSError: pass   # another writer removed it first
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    "Write `data` to `path` through a temporary file and a rename, so readers never see half a file."
+    "Write `data` to `path` through a temporary file, fsync and a rename, so readers never see half a file."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str): data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_orphans(path)
+    # the writer's pid in the name: the next write can tell a crashed writer's leftovers from a running one's file
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_temp_prefix(path)}{os.getpid()}-", suffix="")
     try:
+        # mkstemp makes the file private (0600): give it the mode a plain open() would, under the umask
+        if os.name == "posix":
+            umask = os.umask(0); os.umask(umask)
+            os.chmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -94,13 +133,45 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if os.name == "posix":   # make the rename itself durable: fsync the folder that records it
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try: os.fsync(dir_fd)
+        finally: os.close(dir_fd)
     return path
 
 # %% ../nbs/00_core.ipynb #891560d9
 class ConfigError(ValueError):
     "A config file or dict that does not fit its dataclass."
 
-def _describe(value) -> str: return f"{type(value).__name__} {value!r}"
+MAX_CONFIG_DEPTH = 32   # RunConfig nests 5 levels deep; deeper input is a mistake or an attack on the parser
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 80
+_short.maxlevel = 3
+
+def _describe(value) -> str: return f"{type(value).__name__} {_short.repr(value)}"   # bounded, however big the value
+
+def check_number(field: str, value, low=None, high=None, *, low_open: bool = False, high_open: bool = False,
+                 integer: bool = False) -> None:
+    "Raise `ConfigError('field: must be …, got value')` unless `value` is a finite number (an int if `integer`) within the bounds."
+    number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if number and (isinstance(value, int) or math.isfinite(value)):
+        if (low is None or (value > low if low_open else value >= low)) and (high is None or (value < high if high_open else value <= high)): return
+    if low is not None and high is not None: bounds = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None: bounds = f" {'>' if low_open else '>='} {low}"
+    else: bounds = f" {'<' if high_open else '<='} {high}" if high is not None else ""
+    raise ConfigError(f"{field}: must be {'an int' if integer else 'a finite number'}{bounds}, got {_short.repr(value)}")
+
+def _too_deep(value, limit: int = MAX_CONFIG_DEPTH) -> bool:
+    "Whether lists and dicts in `value` nest more than `limit` deep, found without recursion (a shared part is walked again only when met deeper)."
+    seen, stack = {}, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if not isinstance(v, (dict, list, tuple)) or seen.get(id(v), 0) >= depth: continue
+        if depth > limit: return True
+        seen[id(v)] = depth
+        stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
 
 def _convert(value, hint, source: str, field: str):
     "Check `value` against type `hint` (field `field` of `source`), converting lists and nested dataclasses."
@@ -136,8 +207,9 @@ def _convert(value, hint, source: str, field: str):
     fail(getattr(hint, "__name__", str(hint)))
 
 def config_from_dict(cls, data: dict, source: str = "<dict>", prefix: str = ""):
-    "Build dataclass `cls` from `data`, refusing unknown keys, missing fields and wrong types by name."
+    "Build dataclass `cls` from `data`, refusing unknown keys, missing fields, wrong types and bad values by name."
     if not isinstance(data, dict): raise ConfigError(f"{source}: expects a mapping for {cls.__name__}, got {_describe(data)}")
+    if not prefix and _too_deep(data): raise ConfigError(f"{source}: nested more than {MAX_CONFIG_DEPTH} levels deep; no config is shaped like that")
     hints, fields = typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
@@ -149,8 +221,8 @@ def config_from_dict(cls, data: dict, source: str = "<dict>", prefix: str = ""):
     if missing: raise ConfigError(f"{source}: missing field {prefix + missing[0]!r} for {cls.__name__}")
     values = {k: _convert(v, hints[k], source, prefix + k) for k, v in data.items()}
     try: return cls(**values)
-    except ConfigError as e:  # the dataclass's own validation: add where the values came from
-        if str(e).startswith(source): raise
+    except ValueError as e:  # the dataclass's own validation (ConfigError is a ValueError): add where the values came from
+        if isinstance(e, ConfigError) and str(e).startswith(source): raise
         raise ConfigError(f"{source}: {prefix}{e}") from None
 
 def _plain(value):
@@ -165,25 +237,40 @@ def save_config(config, path: str | os.PathLike) -> Path:
     "Write dataclass `config` to `path` as YAML, atomically, fields in declaration order."
     return atomic_write(path, yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True))
 
+class _TooDeep(Exception): pass
+
+class _ConfigLoader(yaml.SafeLoader):
+    "PyYAML's safe loader, refusing nesting deeper than `MAX_CONFIG_DEPTH` as it composes: before its recursion can overflow."
+    depth = 0
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_CONFIG_DEPTH: raise _TooDeep
+            return super().compose_node(parent, index)
+        finally: self.depth -= 1
+
 def load_config(cls, path: str | os.PathLike):
-    "Read dataclass `cls` from the YAML file `path`; any problem raises `ConfigError` naming the file."
+    "Read dataclass `cls` from the YAML (or JSON) file `path`; any problem raises `ConfigError` naming the file."
     path = Path(path)
-    try: data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try: data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)   # safe: a SafeLoader
     except FileNotFoundError: raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e})") from None
     except UnicodeDecodeError: raise ConfigError(f"{path}: not UTF-8 text") from None
-    return config_from_dict(cls, data or {}, str(path))
+    except (_TooDeep, RecursionError):  # RecursionError: aliases can nest deeper than the text
+        raise ConfigError(f"{path}: nested more than {MAX_CONFIG_DEPTH} levels deep; no config is shaped like that") from None
+    except OSError as e: raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if data is None: raise ConfigError(f"{path}: empty config file (write {{}} for every default)")
+    return config_from_dict(cls, data, str(path))
 
 # %% ../nbs/00_core.ipynb #739208bf
-CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "wakea-checkpoint", 1
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "wakea-checkpoint", 2
+MAX_HEADER_BYTES = 100_000_000   # safetensors' own limit on its JSON header
 
 class CheckpointError(ValueError):
     "A checkpoint that is missing, truncated, tampered with or not ours."
-
-def _sidecar(path: Path) -> Path: return path.with_suffix(".json")
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     "Contiguous CPU tensors; a tensor sharing memory with an earlier one (tied weights) is copied."
@@ -196,35 +283,83 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.add(key)
     return out
 
+def _checksum(tensors: dict[str, torch.Tensor], meta_text: str) -> str:
+    "SHA-256 of every tensor's name, dtype, shape and bytes (in name order), then the meta text."
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    h.update(meta_text.encode())
+    return h.hexdigest()
+
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> Path:
-    "Save `tensors` to `path` (safetensors) and `meta` (JSON-serialisable) to its `.json` sidecar, atomically."
+    "Save `tensors` and `meta` (JSON-serialisable) as one safetensors file whose header holds the meta and a checksum, atomically."
     from safetensors.torch import save
     path = Path(path)
-    blob = save(_unshared(tensors))
-    sidecar = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-               "sha256": hashlib.sha256(blob).hexdigest(), "meta": meta or {}}
-    text = json.dumps(sidecar, indent=1, sort_keys=True)  # fails before anything is written if meta is not JSON
-    atomic_write(path, blob)
-    atomic_write(_sidecar(path), text)
-    return path
+    if path.is_dir(): raise CheckpointError(f"{path}: is a directory; save to a file inside it, such as {path/'checkpoint.safetensors'}")
+    meta_text = json.dumps(meta or {}, sort_keys=True)  # fails before anything is written if meta is not JSON
+    if len(meta_text) > MAX_HEADER_BYTES // 2: raise CheckpointError(f"{path}: meta of {len(meta_text):,} characters is too big for a header")
+    tensors = _unshared(tensors)
+    # safetensors checks the layout, not the values: the checksum catches a flipped bit or an edited meta
+    header = {"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION), "sha256": _checksum(tensors, meta_text), "meta": meta_text}
+    return atomic_write(path, save(tensors, metadata=header))
+
+def _check_metadata(path: Path, metadata) -> dict:
+    "The header metadata of `path` if it is a checkpoint of this format and version; else say what it is."
+    if not isinstance(metadata, dict) or metadata.get("format") != CHECKPOINT_FORMAT:
+        sidecar = path.with_suffix(".json")
+        if metadata is None and sidecar != path and sidecar.is_file():
+            raise CheckpointError(f"{path}: a checkpoint in the old two-file format (tensors + {sidecar.name}), which this version no longer "
+                                  "reads: re-run what wrote it to get a one-file checkpoint")
+        found = metadata.get("format") if isinstance(metadata, dict) else None
+        raise CheckpointError(f"{path}: a safetensors file, but not a {CHECKPOINT_FORMAT} ({f'format {found!r}' if found else 'no format in its header'})")
+    if metadata.get("version") != str(CHECKPOINT_VERSION):
+        raise CheckpointError(f"{path}: checkpoint version {metadata.get('version')!r}, this library reads {CHECKPOINT_VERSION}")
+    if not isinstance(metadata.get("meta"), str) or not isinstance(metadata.get("sha256"), str):
+        raise CheckpointError(f"{path}: its header lacks the meta or the checksum")
+    return metadata
+
+def _check_file(path: Path) -> None:
+    "Everything that can be decided before a tensor is read: the file, its size, the header's length, JSON, format and extent."
+    if path.is_dir(): raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try: f = open(path, "rb")
+    except FileNotFoundError: raise CheckpointError(f"{path}: checkpoint file not found") from None
+    except OSError as e: raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 8: raise CheckpointError(f"{path}: {'an empty file' if size == 0 else f'only {size} bytes'}, not a checkpoint")
+        n = int.from_bytes(f.read(8), "little")  # safetensors: u64 header length, the JSON header, then the data
+        if n > min(size - 8, MAX_HEADER_BYTES):
+            raise CheckpointError(f"{path}: not a safetensors file (its first 8 bytes announce a {n:,}-byte header in {size:,} bytes)")
+        try: header = json.loads(f.read(n))
+        except (ValueError, RecursionError): header = None
+    if not isinstance(header, dict): raise CheckpointError(f"{path}: not a safetensors file (its header is not a JSON object)")
+    _check_metadata(path, header.pop("__metadata__", None))
+    offsets = [e.get("data_offsets") if isinstance(e, dict) else None for e in header.values()]
+    if not all(isinstance(o, list) and len(o) == 2 and all(isinstance(i, int) for i in o) for o in offsets):
+        raise CheckpointError(f"{path}: not a safetensors file (a tensor without its data offsets)")
+    described, held = max((o[1] for o in offsets), default=0), size - 8 - n
+    if described != held:
+        raise CheckpointError(f"{path}: {'truncated' if held < described else 'too long'}: its header describes {described:,} bytes of tensors, it holds {held:,}")
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
-    "Load `(tensors, meta)` saved by `save_checkpoint`, refusing missing, truncated or tampered files by name."
-    from safetensors.torch import load
+    "Load `(tensors, meta)` saved by `save_checkpoint`; a missing, foreign, truncated or tampered file is a `CheckpointError` naming it."
+    from safetensors import safe_open
     path = Path(path)
-    try: blob, side_text = path.read_bytes(), _sidecar(path).read_text(encoding="utf-8")
-    except FileNotFoundError as e: raise CheckpointError(f"{e.filename}: checkpoint file not found") from None
-    try: side = json.loads(side_text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(f"{_sidecar(path)}: not valid JSON ({e})") from None
-    if not isinstance(side, dict) or side.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{_sidecar(path)}: not a {CHECKPOINT_FORMAT} sidecar")
-    if side.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{_sidecar(path)}: checkpoint version {side.get('version')!r}, this library reads {CHECKPOINT_VERSION}")
-    if hashlib.sha256(blob).hexdigest() != side.get("sha256"):
-        raise CheckpointError(f"{path}: contents do not match the checksum in {_sidecar(path).name} (truncated or modified)")
-    try: tensors = load(blob)
-    except Exception as e: raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
-    return {k: v.to(device) for k, v in tensors.items()}, side.get("meta", {})
+    _check_file(path)
+    try:
+        with safe_open(path, framework="pt") as f:  # memory-mapped, no pickle; metadata and tensors from this one open file
+            metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e: raise CheckpointError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    metadata = _check_metadata(path, metadata)  # again: a save may have replaced the file since the first look
+    if _checksum(tensors, metadata["meta"]) != metadata["sha256"]:
+        raise CheckpointError(f"{path}: contents do not match the checksum in its header (truncated or modified)")
+    try: meta = json.loads(metadata["meta"])
+    except (ValueError, RecursionError): meta = None
+    if not isinstance(meta, dict): raise CheckpointError(f"{path}: its meta is not a JSON object")
+    if os.name != "posix": tensors = {k: v.clone() for k, v in tensors.items()}   # Windows cannot replace a file still mapped
+    return {k: v.to(device) for k, v in tensors.items()}, meta
 
 # %% ../nbs/00_core.ipynb #b4d511cf
 def interactive() -> bool:

@@ -8,7 +8,7 @@ Docs: https://wakea-edu.github.io/wakea-edu/graders/ch00.html.md"""
 __all__ = ['META', 'seeds_python_random', 'seeds_numpy', 'seeds_torch', 'atomic_write_round_trip',
            'atomic_write_leaves_no_temporary_files', 'atomic_write_renames_a_temporary_file',
            'atomic_write_keeps_old_file_on_failure', 'checkpoint_round_trip', 'checkpoint_matches_course_format',
-           'checkpoint_refuses_corrupted_file', 'checkpoint_missing_file_is_named']
+           'checkpoint_is_one_file', 'checkpoint_refuses_corrupted_file', 'checkpoint_missing_file_is_named']
 
 # %% ../../nbs/graders/ch00.ipynb #69913b6a
 import base64
@@ -162,19 +162,30 @@ def _(got):
 
 @graded(points=1)
 def checkpoint_matches_course_format(learner):
-    "The files save_checkpoint writes load with the course's own `load_checkpoint`."
+    "The file save_checkpoint writes loads with the course's own `load_checkpoint`."
     learner.save_checkpoint("model.safetensors", _tensors(), META)
-    return {"blob": base64.b64encode(Path("model.safetensors").read_bytes()).decode(), "sidecar": Path("model.json").read_text()}
+    return {"blob": base64.b64encode(Path("model.safetensors").read_bytes()).decode()}
 
 @checkpoint_matches_course_format.check
 def _(got):
     from wakea_edu.core import load_checkpoint
     with tempfile.TemporaryDirectory() as d:
         Path(d, "model.safetensors").write_bytes(base64.b64decode(got["blob"]))
-        Path(d, "model.json").write_text(got["sidecar"])
         try: tensors, meta = load_checkpoint(Path(d, "model.safetensors"))
         except ValueError as e: require(False, f"the course's load_checkpoint refuses your files: {str(e).replace(d, '')}")
     require(_described(tensors) == _described(_tensors()) and meta == META, "the course's load_checkpoint reads different tensors or meta from your files")
+
+@graded(points=1)
+def checkpoint_is_one_file(learner):
+    "A checkpoint is one file: m.safetensors and m.pt saved side by side are two files, each loading back as saved."
+    learner.save_checkpoint("pair/m.safetensors", _tensors(), {"name": "m.safetensors"})
+    learner.save_checkpoint("pair/m.pt", {"weight": _tensors()["weight"] * 2}, {"name": "m.pt"})
+    return {"files": sorted(os.listdir("pair")), "metas": [learner.load_checkpoint(f"pair/{n}")[1] for n in ("m.safetensors", "m.pt")]}
+
+@checkpoint_is_one_file.check
+def _(got):
+    require(got["files"] == ["m.pt", "m.safetensors"], f"saving m.safetensors and m.pt left the files {got['files']}: a checkpoint is one file, no sidecar")
+    require(got["metas"] == [{"name": "m.safetensors"}, {"name": "m.pt"}], f"they load back with the metas {got['metas']}: one overwrote the other's")
 
 @graded(points=2)
 def checkpoint_refuses_corrupted_file(learner):
@@ -187,7 +198,7 @@ def checkpoint_refuses_corrupted_file(learner):
 
 @checkpoint_refuses_corrupted_file.check
 def _(got):
-    require(got["raised"] is not None, "load_checkpoint loaded a file with a flipped bit: compare its sha256 with the sidecar's")
+    require(got["raised"] is not None, "load_checkpoint loaded a file with a flipped bit: compare its checksum with the one in the header")
     require(got["value_error"], f"load_checkpoint raised {got['raised']}; raise CheckpointError (a ValueError) instead")
 
 @graded(points=1)

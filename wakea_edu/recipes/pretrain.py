@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..core import ConfigError, atomic_write, get_device, load_config, seed_everything
+from ..core import ConfigError, atomic_write, check_number, get_device, load_config, seed_everything
 from .tokenizer import tinyworld_tokenizer
 from ..text.model import LMConfig, WakeaLM
 from ..text.tokenizer import BPETokenizer
@@ -62,11 +62,22 @@ class DataSource:
     max_rows: int | None = None    # jsonl: read at most this many rows
     weight: float = 1.0
 
+    def __post_init__(self):
+        if self.kind not in ("tinyworld", "jsonl", "text"): raise ConfigError(f"kind: must be tinyworld, jsonl or text, got {self.kind!r}")
+        if self.kind != "tinyworld" and not (isinstance(self.path, str) and self.path): raise ConfigError(f"path: is needed for a {self.kind} source")
+        if not isinstance(self.text_key, str) or not self.text_key: raise ConfigError(f"text_key: must be a field name, got {self.text_key!r}")
+        if self.max_rows is not None: check_number("max_rows", self.max_rows, 1, integer=True)
+        check_number("weight", self.weight, 0, low_open=True)
+
 @dataclasses.dataclass
 class TokenizerConfig:
     "The run's BPE: trained on the first `max_chars` characters of the training text (TinyWorld alone: its first 800 stories)."
     vocab_size: int = 1024
     max_chars: int = 100_000
+
+    def __post_init__(self):
+        check_number("vocab_size", self.vocab_size, 256, integer=True)   # byte-level BPE: the 256 bytes, then merges
+        check_number("max_chars", self.max_chars, 1, integer=True)
 
 @dataclasses.dataclass
 class RunConfig:
@@ -77,6 +88,10 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: list[DataSource] = dataclasses.field(default_factory=lambda: [DataSource()])
     val_fraction: float = 0.05     # files: the last share of each file (rows of a JSONL) is validation
+
+    def __post_init__(self):
+        check_number("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
+        if not self.data: raise ConfigError("data: lists no source")
 
 def shipped_config(name: str) -> Path:
     "The path of a config shipped in the package (`wakea_edu/data/configs/NAME.yaml`)."
@@ -90,11 +105,6 @@ def load_run_config(name_or_path: str | Path) -> tuple[RunConfig, Path]:
     model = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("model")
     if isinstance(model, dict) and "vocab_size" in model:
         raise ConfigError(f"{path}: field 'model.vocab_size' is set by the tokenizer: set 'tokenizer.vocab_size' instead")
-    if not 0 < config.val_fraction < 1: raise ConfigError(f"{path}: field 'val_fraction' must lie in (0, 1), got {config.val_fraction}")
-    for i, source in enumerate(config.data):
-        if source.kind != "tinyworld" and not source.path: raise ConfigError(f"{path}: field 'data[{i}].path' is needed for a {source.kind} source")
-        if not source.weight > 0: raise ConfigError(f"{path}: field 'data[{i}].weight' must be positive, got {source.weight}")
-    if not config.data: raise ConfigError(f"{path}: field 'data' lists no source")
     return config, path.resolve().parent
 
 # %% ../../nbs/06_pretraining.ipynb #d41e794c
@@ -200,6 +210,7 @@ def pretrain_tinyworld(out_dir: str | Path | None = None, *, steps: int = 650, b
                        world: TinyWorld | None = None, device=None) -> TinyWorldRun:
     "The chapter's full run: the tiny preset on TinyWorld, scored on whole validation stories and against the rules as it goes."
     world_config = world.config if world else WorldConfig(seed=world_seed, stories={"train": train_stories, "val": val_stories, "test": 100})
-    train = TrainConfig(steps=steps, batch_size=batch_size, block_size=block_size, lr=lr, warmup_steps=warmup_steps,
+    # a run shorter than the warmup (`wakea-edu demo --steps 3`) warms up over all of it
+    train = TrainConfig(steps=steps, batch_size=batch_size, block_size=block_size, lr=lr, warmup_steps=min(warmup_steps, steps),
                         eval_every=eval_every, eval_batches=4, ckpt_every=0, seed=seed, stats_every=stats_every)
     return train_run(RunConfig(world=world_config, train=train), out_dir, world=world, device=device)

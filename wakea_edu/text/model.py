@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import ConfigError
+from ..core import ConfigError, check_number
 from .attention import KVCache, MultiHeadAttention
 from .rope import RotaryEmbedding
 
@@ -106,10 +106,12 @@ class LMConfig:
     init_std: float = 0.02
 
     def __post_init__(self):
-        for name in ("vocab_size", "context_length", "n_layers", "n_heads", "d_model"):
-            if getattr(self, name) < 1: raise ConfigError(f"LMConfig: {name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.n_heads: raise ConfigError(f"LMConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
-        if self.d_head % 2: raise ConfigError(f"LMConfig: head size d_model/n_heads={self.d_head} must be even for RoPE")
+        for name in ("vocab_size", "context_length", "n_layers", "n_heads", "d_model"): check_number(name, getattr(self, name), 1, integer=True)
+        check_number("rope_base", self.rope_base, 1, low_open=True)   # above 1: RoPE's frequencies fall along the head
+        check_number("norm_eps", self.norm_eps, 0, low_open=True)     # 0 divides by zero on an all-zero vector
+        check_number("init_std", self.init_std, 0)
+        if self.d_model % self.n_heads: raise ConfigError(f"d_model: {self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.d_head % 2: raise ConfigError(f"d_model: the head size d_model/n_heads={self.d_head} must be even for RoPE")
 
     @property
     def d_head(self) -> int: return self.d_model // self.n_heads

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..core import (CheckpointError, atomic_write, config_from_dict, interactive, load_checkpoint, progress,
-                            save_checkpoint, source_commit)
+from ..core import (CheckpointError, ConfigError, atomic_write, check_number, config_from_dict, interactive,
+                            load_checkpoint, progress, save_checkpoint, source_commit)
 from .model import LMConfig, WakeaLM
 from .tokenizer import BPETokenizer
 
@@ -53,6 +53,19 @@ class TrainConfig:
     amp: typing.Literal["auto", "off"] = "auto"   # auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere
     stats_every: int = 0           # record per-layer gradient norms and activation statistics every N steps; 0: never
     log_every: int = 50            # a progress line every N steps where no bar can redraw (logs)
+
+    def __post_init__(self):
+        "Refuse, by field, a value that would crash the loop or silently train nothing (a NaN learning rate, no steps)."
+        for name in ("steps", "batch_size", "block_size", "grad_accum", "eval_every", "eval_batches", "log_every"):
+            check_number(name, getattr(self, name), 1, integer=True)
+        for name in ("warmup_steps", "ckpt_every", "seed", "stats_every"): check_number(name, getattr(self, name), 0, integer=True)
+        if self.warmup_steps > self.steps: raise ConfigError(f"warmup_steps: must be <= steps ({self.steps}), got {self.warmup_steps}")
+        check_number("lr", self.lr, 0, low_open=True)
+        check_number("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        for name in ("weight_decay", "grad_clip"): check_number(name, getattr(self, name), 0)
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2: raise ConfigError(f"betas: expects two numbers, got {self.betas!r}")
+        for i, beta in enumerate(self.betas): check_number(f"betas[{i}]", beta, 0, 1, high_open=True)   # Adam needs beta < 1
+        if self.amp not in ("auto", "off"): raise ConfigError(f"amp: must be 'auto' or 'off', got {self.amp!r}")
 
 # %% ../../nbs/06_pretraining.ipynb #cfd17ff3
 def encode_stories(tokenizer, stories: list[str]) -> list[list[int]]:
@@ -292,6 +305,7 @@ def read_run(run_dir: str | Path) -> dict:
     try: info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError: raise CheckpointError(f"{run_dir}: not a run folder (it has no run.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError: raise CheckpointError(f"{path}: nested too deeply to be a run description") from None
     if not isinstance(info, dict) or info.get("format") != RUN_FORMAT: raise CheckpointError(f"{path}: not a {RUN_FORMAT} description")
     if info.get("version") != RUN_VERSION:
         raise CheckpointError(f"{path}: run format version {info.get('version')!r}, this library reads {RUN_VERSION}")
