@@ -184,3 +184,147 @@ def test_tinyworld_tokenizer_round_trips_validation_stories():
     assert tinyworld_tokenizer(None, 1024).merges == tok.merges                    # the default world is seed 0's
     # a big world trains on its first stories
     assert tinyworld_tokenizer(world, 300, max_stories=50).merges == BPETokenizer.train("\n".join(world.stories("train")[:50]), 300).merges
+
+
+# --- hardening: split patterns, the chunk cache, the merge heap ---
+
+def test_pattern_that_drops_text_is_refused_on_encode(tokenizer):
+    letters = BPETokenizer(tokenizer.merges, pattern=r"\p{L}+")
+    with pytest.raises(TokenizerError, match=r"drops text.*cover 10 of 16 characters.*gap at 5: ', World"):
+        letters.encode("Hello, World 42!")
+    with pytest.raises(TokenizerError, match="drops text"):
+        letters.encode("<|bos|>Hi!", allowed_special="all")
+    assert letters.decode(letters.encode("Hello")) == "Hello"           # text it covers still encodes
+    with pytest.raises(TokenizerError, match="drops text"):
+        BPETokenizer({}, pattern=r"a?").encode("ab")                    # empty matches cover nothing
+
+
+def test_capturing_groups_are_refused():
+    with pytest.raises(TokenizerError, match="capturing groups"):
+        BPETokenizer({}, pattern=r"(\w+)|\W")
+    assert BPETokenizer({}, pattern=r"(?:\w+)|\W").encode("ab, c") == list(b"ab, c")
+
+
+def test_unknown_pattern_is_refused_on_load_unless_trusted(tokenizer, tmp_path):
+    from wakea_edu.text.tokenizer import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, KNOWN_SPLIT_PATTERNS
+    assert KNOWN_SPLIT_PATTERNS == {None, GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN}
+    for pattern in KNOWN_SPLIT_PATTERNS:
+        path = BPETokenizer(tokenizer.merges, pattern).save(tmp_path / "known.json")
+        assert BPETokenizer.load(path).pattern == pattern
+    path = BPETokenizer(tokenizer.merges, pattern=r"\p{L}+|\P{L}+").save(tmp_path / "custom.json")
+    with pytest.raises(TokenizerError, match=r"custom\.json.*not a known one.*trust_pattern=True"):
+        BPETokenizer.load(path)
+    trusted = BPETokenizer.load(path, trust_pattern=True)
+    assert trusted.decode(trusted.encode("Hello, World 42!")) == "Hello, World 42!"
+    state = json.loads(path.read_text())
+    (tmp_path / "groups.json").write_text(json.dumps(state | {"pattern": r"(\w+)|\W"}))
+    with pytest.raises(TokenizerError, match=r"groups\.json.*capturing groups"):
+        BPETokenizer.load(tmp_path / "groups.json", trust_pattern=True)
+    (tmp_path / "number.json").write_text(json.dumps(state | {"pattern": 42}))
+    with pytest.raises(TokenizerError, match=r"number\.json.*string or null"):
+        BPETokenizer.load(tmp_path / "number.json", trust_pattern=True)
+
+
+def test_catastrophic_pattern_stops_at_the_time_limit(tokenizer):
+    # (?:a|aa)+$ backtracks through ~1.6^n ways to split a run of n a's: hours for 40 without a limit
+    slow = BPETokenizer(tokenizer.merges, pattern=r"(?:a|aa)+$|[\s\S]")
+    assert slow.decode(slow.encode("aaa")) == "aaa"
+    with pytest.raises(TokenizerError, match=r"ran over 1\.0 s on 41 characters"):
+        slow.encode("a" * 40 + "!")
+
+
+def test_gpt2_pattern_round_trips():
+    from wakea_edu.text.tokenizer import GPT2_SPLIT_PATTERN
+    tok = BPETokenizer.train(stdlib_corpus(20_000), 300, pattern=GPT2_SPLIT_PATTERN)
+    data = stdlib_corpus(5000, offset=20_000) + b"\xff\xfe don't 1234567 \r\n\t x"
+    assert tok.decode_bytes(tok.encode(data)) == data
+
+
+def test_chunk_cache_is_a_bounded_lru(tokenizer):
+    assert tokenizer._cached_chunk.cache_parameters()["maxsize"] == 2**16
+    tok = BPETokenizer(tokenizer.merges, cache_size=100)
+    words = [" w" + "".join("abcdefghij"[int(d)] for d in f"{k:04d}") for k in range(1000)]
+    tok.encode(words[0])
+    for k in range(1, 99): tok.encode(words[k])
+    hits = tok._cached_chunk.cache_info().hits
+    tok.encode(words[0])                                                    # a hit: now the most recent
+    assert tok._cached_chunk.cache_info().hits == hits + 1
+    for k in range(99, 1000): tok.encode(words[k])
+    assert tok._cached_chunk.cache_info().currsize == 100                    # bounded after 1000 distinct chunks
+    tok.encode(words[0])
+    assert tok._cached_chunk.cache_info().hits == hits + 1                   # evicted: least recently used
+    currsize = tok._cached_chunk.cache_info().currsize
+    long_word = "x" * 5000
+    assert tok.decode(tok.encode(long_word)) == long_word
+    info = tok._cached_chunk.cache_info()
+    assert (info.currsize, info.misses) == (currsize, tok._cached_chunk.cache_info().misses)  # long chunks bypass it
+    assert "".join(tok.decode(tok.encode(w)) for w in words) == "".join(words)
+
+
+def test_tokenizer_pickles_without_its_cache(tokenizer, corpus):
+    import pickle
+    tokenizer.encode(corpus[:2000])
+    copy = pickle.loads(pickle.dumps(tokenizer))
+    assert copy.merges == tokenizer.merges and copy.pattern == tokenizer.pattern and copy.special_ids == tokenizer.special_ids
+    assert copy._cached_chunk.cache_info().currsize == 0 and copy.encode(corpus[:2000]) == tokenizer.encode(corpus[:2000])
+
+
+@pytest.fixture(scope="module")
+def abc_merges():
+    "Many merges over three letters: long runs, overlapping pairs and ties everywhere."
+    import random
+    rng = random.Random(0)
+    return train_bpe(bytes(rng.choice(b"abc") for _ in range(5000)), 256 + 100, pattern=None)
+
+
+def test_heap_matches_simple_loop_on_random_and_corpus_chunks(tokenizer, corpus, abc_merges):
+    import random
+
+    import regex
+    from wakea_edu.text.tokenizer import GPT4_SPLIT_PATTERN, as_escaped_text, encode_chunk_heap, encode_chunk_simple, escaped_bytes
+    rng = random.Random(0)
+    for _ in range(500):
+        ids = [rng.choice(b"abc") for _ in range(rng.randrange(120))]
+        assert encode_chunk_heap(ids, abc_merges) == encode_chunk_simple(ids, abc_merges), ids
+        ids = list(rng.randbytes(rng.randrange(120)))
+        assert encode_chunk_heap(ids, tokenizer.merges) == encode_chunk_simple(ids, tokenizer.merges), ids
+    for chunk in dict.fromkeys(regex.findall(GPT4_SPLIT_PATTERN, as_escaped_text(corpus))):
+        ids = list(escaped_bytes(chunk))
+        assert encode_chunk_heap(ids, tokenizer.merges) == encode_chunk_simple(ids, tokenizer.merges), chunk
+    whole = list(corpus[:20_000])                                             # one long chunk without the pattern
+    assert encode_chunk_heap(whole, tokenizer.merges) == encode_chunk_simple(whole, tokenizer.merges)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(b"abc"), max_size=200))
+def test_heap_matches_simple_loop_property(abc_merges, ids):
+    from wakea_edu.text.tokenizer import encode_chunk_heap, encode_chunk_simple
+    assert encode_chunk_heap(ids, abc_merges) == encode_chunk_simple(ids, abc_merges)
+    assert encode_chunk_heap(ids, {}) == ids
+
+
+class CountingMerges(dict):
+    "Merges that count their look-ups: the work an encoder does, without a clock."
+    lookups = 0
+
+    def get(self, key, default=None):
+        self.lookups += 1
+        return super().get(key, default)
+
+
+def test_heap_work_grows_linearly_with_the_chunk(tokenizer):
+    from wakea_edu.text.tokenizer import encode_chunk_heap, encode_chunk_simple
+    letters = bytes(b for b in stdlib_corpus(200_000) if chr(b).isalpha())
+    lookups = {}
+    for n in (5_000, 50_000):
+        heap = CountingMerges(tokenizer.merges)
+        encode_chunk_heap(list(letters[:n]), heap)
+        # n - 1 initial pairs; each merge queues at most two pairs, and each queued pair is checked once
+        assert heap.lookups <= 6 * n
+        lookups[n] = heap.lookups
+    assert lookups[50_000] <= 12 * lookups[5_000]                             # ten times the text, about ten times the work
+    simple = CountingMerges(tokenizer.merges)
+    assert encode_chunk_simple(list(letters[:5_000]), simple) == encode_chunk_heap(list(letters[:5_000]), tokenizer.merges)
+    assert simple.lookups > 20 * lookups[5_000]                               # the loop rescans once per merge round
+    long_word = letters[:100_000]
+    assert tokenizer.decode_bytes(tokenizer.encode(long_word)) == long_word   # one 100 kB chunk, through the heap

@@ -7,13 +7,13 @@ Docs: https://wakea-edu.github.io/wakea-edu/tokenizer.html.md"""
 # %% ../../nbs/02_tokenizer.ipynb #eda5cb9b
 from __future__ import annotations
 
+import functools
 import heapq
 import io
 import json
 import os
 import sysconfig
 from collections import Counter, defaultdict
-from itertools import repeat
 from pathlib import Path
 from typing import Collection, Iterable, Literal
 
@@ -22,9 +22,11 @@ import regex
 from ..core import atomic_write, progress
 
 # %% auto #0
-__all__ = ['GPT4_SPLIT_PATTERN', 'STDLIB_SKIP_DIRS', 'SPECIAL_TOKENS', 'BPE_FORMAT', 'BPE_VERSION', 'NOT_A_MERGE', 'merge',
-           'as_escaped_text', 'escaped_bytes', 'stdlib_corpus', 'train_bpe', 'TokenizerError', 'Tokenizer',
-           'BPETokenizer', 'bytes_per_token', 'SentencePieceTokenizer']
+__all__ = ['GPT2_SPLIT_PATTERN', 'GPT4_SPLIT_PATTERN', 'KNOWN_SPLIT_PATTERNS', 'STDLIB_SKIP_DIRS', 'SPECIAL_TOKENS',
+           'NOT_A_MERGE', 'BPE_FORMAT', 'BPE_VERSION', 'HEAP_MIN_BYTES', 'CHUNK_CACHE_SIZE', 'CACHE_MAX_CHARS',
+           'SPLIT_TIMEOUT_S', 'SPLIT_TIMEOUT_S_PER_CHAR', 'merge', 'as_escaped_text', 'escaped_bytes', 'stdlib_corpus',
+           'train_bpe', 'TokenizerError', 'Tokenizer', 'encode_chunk_simple', 'encode_chunk_heap', 'BPETokenizer',
+           'bytes_per_token', 'SentencePieceTokenizer']
 
 # %% ../../nbs/02_tokenizer.ipynb #679bc39c
 def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -40,7 +42,10 @@ def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 # %% ../../nbs/02_tokenizer.ipynb #11fd01ca
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT4_SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+# the patterns a tokenizer file may name without the caller opting in: they match every character, in linear time
+KNOWN_SPLIT_PATTERNS = frozenset({None, GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN})
 
 def as_escaped_text(data: str | bytes) -> str:
     "`data` as text in which each byte that is not valid UTF-8 is a lone surrogate (`surrogateescape`)."
@@ -109,7 +114,7 @@ def train_bpe(data: str | bytes, vocab_size: int, pattern: str | None = GPT4_SPL
 SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>", "<|user|>", "<|assistant|>", "<|image|>", "<|tool_call|>", "<|tool_result|>")
 
 class TokenizerError(ValueError):
-    "A tokenizer file that is missing, malformed or not ours, or an id outside the vocabulary."
+    "A tokenizer file that is missing, malformed or not ours, an id outside the vocabulary, or a split pattern that loses text or runs away."
 
 class Tokenizer:
     "Special tokens, encoding around them, and decoding through a table `id -> bytes`; subclasses encode ordinary text."
@@ -147,20 +152,71 @@ class Tokenizer:
         "The text behind `ids`; bytes that are not valid UTF-8 become U+FFFD."
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
+# %% ../../nbs/02_tokenizer.ipynb #120d9ab0
+NOT_A_MERGE = float("inf")
+
+def encode_chunk_simple(ids: list[int], merges: dict[tuple[int, int], int]) -> list[int]:
+    "One chunk's `ids` after `merges`: merge the earliest-learnt pair present, everywhere, and repeat (the reference)."
+    while len(ids) >= 2:
+        # a pair's new id is also its rank: the earliest merge has the smallest id
+        pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, NOT_A_MERGE))
+        if pair not in merges: break
+        ids = merge(ids, pair, merges[pair])
+    return ids
+
+# %% ../../nbs/02_tokenizer.ipynb #c48b376c
+def encode_chunk_heap(ids: list[int], merges: dict[tuple[int, int], int]) -> list[int]:
+    "The same tokens as `encode_chunk_simple` in O(n log n): queued pairs by rank over a linked list of the symbols."
+    n, rank = len(ids), merges.get
+    if n < 2: return list(ids)
+    ids = list(ids)                                            # ids[i] == -1: symbol i was merged into its left neighbour
+    nxt, prv = list(range(1, n + 1)), list(range(-1, n - 1))   # the linked list over positions; -1 ends it
+    nxt[-1] = -1
+    # the queue: for each rank, the positions where a pair of that rank starts
+    starts = {}
+    for i, r in enumerate(map(rank, zip(ids, ids[1:]))):
+        if r is not None: starts.setdefault(r, []).append(i)
+    ranks = list(starts)
+    heapq.heapify(ranks)
+    while ranks:
+        r = heapq.heappop(ranks)
+        # a merge only creates pairs of later ranks (BPE builds a token from older ones), so this list is complete;
+        # sorted, it merges overlapping pairs left to right, as `merge` does
+        for i in sorted(starts.pop(r)):
+            j = nxt[i]
+            # lazy invalidation: skip a position whose pair an earlier merge changed (or whose symbol it removed)
+            if j < 0 or rank((ids[i], ids[j])) != r: continue
+            ids[i], ids[j] = r, -1
+            k = nxt[i] = nxt[j]
+            if k >= 0:
+                prv[k] = i
+                if (later := rank((r, ids[k]))) is not None:
+                    if later not in starts: starts[later] = []; heapq.heappush(ranks, later)
+                    starts[later].append(i)
+            if (h := prv[i]) >= 0 and (later := rank((ids[h], r))) is not None:
+                if later not in starts: starts[later] = []; heapq.heappush(ranks, later)
+                starts[later].append(h)
+    return [t for t in ids if t >= 0]
+
 # %% ../../nbs/02_tokenizer.ipynb #17f738e4
 BPE_FORMAT, BPE_VERSION = "wakea-bpe-tokenizer", 1
-NOT_A_MERGE = float("inf")
+HEAP_MIN_BYTES = 6                                     # measured: below this the heap's setup costs more than the loop
+# the cache keeps at most 2**16 chunks of at most 64 characters: longer chunks rarely repeat and would hold memory
+CHUNK_CACHE_SIZE, CACHE_MAX_CHARS = 2**16, 64
+# any pattern but the known ones may backtrack for hours: it gets a second plus 5 s per million characters
+SPLIT_TIMEOUT_S, SPLIT_TIMEOUT_S_PER_CHAR = 1.0, 5e-6
 
 class BPETokenizer(Tokenizer):
     "Byte-level BPE: 256 byte tokens, then `merges` in order, then `special_tokens`."
     def __init__(self, merges: dict[tuple[int, int], int], pattern: str | None = GPT4_SPLIT_PATTERN,
-                 special_tokens: Collection[str] = SPECIAL_TOKENS):
+                 special_tokens: Collection[str] = SPECIAL_TOKENS, cache_size: int = CHUNK_CACHE_SIZE):
         self.merges = dict(sorted(merges.items(), key=lambda item: item[1]))  # in the order they were learnt
         if list(self.merges.values()) != list(range(256, 256 + len(merges))): raise TokenizerError("merge ids must be 256, 257, 258, …")
-        self.pattern, self.special_tokens = pattern, tuple(special_tokens)
+        if problem := _pattern_problem(pattern): raise TokenizerError(problem)
+        self.pattern, self.special_tokens, self.cache_size = pattern, tuple(special_tokens), cache_size
         self._split = regex.compile(pattern) if pattern else None
-        self._pair_of = {new_id: pair for pair, new_id in self.merges.items()}
-        self._cache: dict[str, list[int]] = {}
+        # an LRU cache, not a dict: text with endless distinct chunks (hashes, random ids) must not grow it without end
+        self._cached_chunk = functools.lru_cache(maxsize=cache_size)(self._encode_chunk)
         id_bytes = {i: bytes([i]) for i in range(256)}
         for (left, right), new_id in self.merges.items(): id_bytes[new_id] = id_bytes[left] + id_bytes[right]
         special_ids = {s: len(id_bytes) + k for k, s in enumerate(self.special_tokens)}
@@ -177,21 +233,37 @@ class BPETokenizer(Tokenizer):
         "256 bytes + merges; the special tokens come on top."
         return 256 + len(self.merges)
 
-    def _encode_chunk(self, chunk: bytes) -> list[int]:
-        ids, rank = list(chunk), self.merges.get
-        while len(ids) >= 2:
-            # a pair's new id is also its rank: the earliest merge has the smallest id
-            new_id = min(map(rank, zip(ids, ids[1:]), repeat(NOT_A_MERGE)))
-            if new_id == NOT_A_MERGE: break
-            ids = merge(ids, self._pair_of[new_id], new_id)
-        return ids
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        ids = list(escaped_bytes(chunk))
+        return (encode_chunk_heap if len(ids) >= HEAP_MIN_BYTES else encode_chunk_simple)(ids, self.merges)
+
+    def _chunks(self, text: str) -> list[str]:
+        "`text` cut by the split pattern into pieces that rejoin to it, or `TokenizerError`."
+        if self._split is None: return [text]
+        limit = None if self.pattern in KNOWN_SPLIT_PATTERNS else SPLIT_TIMEOUT_S + SPLIT_TIMEOUT_S_PER_CHAR * len(text)
+        try:
+            chunks = self._split.findall(text, timeout=limit)
+            # matches never overlap, so they rejoin to `text` exactly when their lengths add up to its length
+            if (covered := sum(map(len, chunks))) == len(text): return chunks
+            gap = 0
+            for match in self._split.finditer(text, timeout=limit):
+                if match.start() > gap: break
+                gap = match.end()
+        except TimeoutError:
+            raise TokenizerError(f"split pattern {_short(self.pattern)} ran over {limit:.1f} s on {len(text):,} characters "
+                                 "(catastrophic backtracking?)") from None
+        raise TokenizerError(f"split pattern {_short(self.pattern)} drops text: its pieces cover {covered:,} of {len(text):,} "
+                             f"characters, the first gap at {gap}: {text[gap:gap + 20]!r}")
 
     def _encode_ordinary(self, text: str) -> list[int]:
-        ids, cache = [], self._cache
-        for chunk in (self._split.findall(text) if self._split else [text]):
-            if (chunk_ids := cache.get(chunk)) is None: chunk_ids = cache[chunk] = self._encode_chunk(escaped_bytes(chunk))
-            ids.extend(chunk_ids)
+        ids, cached = [], self._cached_chunk
+        for chunk in self._chunks(text):
+            ids.extend(cached(chunk) if len(chunk) <= CACHE_MAX_CHARS else self._encode_chunk(chunk))
         return ids
+
+    def __reduce__(self):
+        # pickled as its definition: the cache (a closure) does not pickle, and a copy may start cold
+        return type(self), (self.merges, self.pattern, self.special_tokens, self.cache_size)
 
     def save(self, path: str | os.PathLike) -> Path:
         "Write the tokenizer to `path` as versioned JSON, atomically."
@@ -199,25 +271,39 @@ class BPETokenizer(Tokenizer):
                                               "special_tokens": list(self.special_tokens), "merges": list(self.merges)}))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        "Read a tokenizer written by `save`; anything else raises `TokenizerError` naming the file."
+    def load(cls, path: str | os.PathLike, trust_pattern: bool = False) -> BPETokenizer:
+        "Read a tokenizer written by `save`; anything else, or a split pattern not in `KNOWN_SPLIT_PATTERNS` unless `trust_pattern`, raises `TokenizerError` naming the file."
         path = Path(path)
         try: state = json.loads(path.read_bytes())
         except FileNotFoundError: raise TokenizerError(f"{path}: tokenizer file not found") from None
         except OSError as e: raise TokenizerError(f"{path}: cannot read the tokenizer file ({e.strerror})") from None
         except ValueError as e: raise TokenizerError(f"{path}: not valid JSON, truncated or not a tokenizer file ({e})") from None
-        return cls(*_checked_state(state, path))
+        except RecursionError: raise TokenizerError(f"{path}: nested too deeply to be a tokenizer file") from None
+        return cls(*_checked_state(state, path, trust_pattern))
 
-def _checked_state(state, path: Path) -> tuple[dict, str | None, list[str]]:
+def _short(pattern: str) -> str:
+    return repr(pattern) if len(pattern) <= 60 else repr(pattern[:57]) + "…"
+
+def _pattern_problem(pattern) -> str | None:
+    "What makes `pattern` unusable as a split pattern, or None."
+    if pattern is None: return None
+    if not isinstance(pattern, str): return "'pattern' must be a string or null"
+    try: compiled = regex.compile(pattern)
+    except regex.error as e: return f"split pattern {_short(pattern)} is not a valid regex ({e})"
+    # findall returns a pattern's groups, not its matches, once it has any
+    if compiled.groups: return f"split pattern {_short(pattern)} has capturing groups: write (?:…) instead"
+
+def _checked_state(state, path: Path, trust_pattern: bool = False) -> tuple[dict, str | None, list[str]]:
     "`(merges, pattern, special_tokens)` from a saved file's contents, or `TokenizerError` saying what is wrong."
     def fail(problem): raise TokenizerError(f"{path}: {problem}")
     if not isinstance(state, dict) or state.get("format") != BPE_FORMAT: fail(f"not a {BPE_FORMAT} file")
     if state.get("version") != BPE_VERSION: fail(f"version {state.get('version')!r}, this library reads version {BPE_VERSION}")
     pattern, specials, pairs = state.get("pattern"), state.get("special_tokens"), state.get("merges")
-    if pattern is not None:
-        if not isinstance(pattern, str): fail("'pattern' must be a string or null")
-        try: regex.compile(pattern)
-        except regex.error as e: fail(f"'pattern' is not a valid regex ({e})")
+    if problem := _pattern_problem(pattern): fail(problem)
+    # a regex from a file is code of a kind: it could drop text or backtrack for hours, so only known ones by default
+    if pattern not in KNOWN_SPLIT_PATTERNS and not trust_pattern:
+        fail(f"split pattern {_short(pattern)} is not a known one (GPT-2's, GPT-4's or none); "
+             "load(path, trust_pattern=True) accepts it, under a time limit")
     if not (isinstance(specials, list) and all(isinstance(s, str) and s for s in specials) and len(set(specials)) == len(specials)):
         fail("'special_tokens' must be a list of distinct non-empty strings")
     if not isinstance(pairs, list): fail("'merges' must be a list of [left, right] id pairs")
