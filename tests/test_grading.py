@@ -71,10 +71,15 @@ MUTANTS = [  # (solution, replacement graded cell, the tests it must fail)
     ("00_core.ipynb", "def atomic_write(path, data):\n    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)\n"
                       "    fd, tmp = tempfile.mkstemp(dir=path.parent)\n    with os.fdopen(fd, 'wb') as f: f.write(data.encode() if isinstance(data, str) else data)\n"
                       "    os.replace(tmp, path)\n    return path", {"atomic_write_keeps_old_file_on_failure"}),
-    ("00_core.ipynb", "def load_checkpoint(path):\n    path = Path(path)\n    try: blob = path.read_bytes()\n"
+    ("00_core.ipynb", "def load_checkpoint(path):  # never compares the checksum\n    path = Path(path)\n    try: blob = path.read_bytes()\n"
                       "    except FileNotFoundError: raise CheckpointError(f'{path}: not found') from None\n"
-                      "    return load(blob), json.loads(path.with_suffix('.json').read_text())['meta']",
+                      "    return load(blob), json.loads(json.loads(blob[8:8 + int.from_bytes(blob[:8], 'little')])['__metadata__']['meta'])",
      {"checkpoint_refuses_corrupted_file"}),
+    ("00_core.ipynb", "_save, _load = save_checkpoint, load_checkpoint\n"
+                      "def save_checkpoint(path, tensors, meta=None):  # the meta in a sidecar, as the old format had it\n"
+                      "    atomic_write(Path(path).with_suffix('.json'), json.dumps(meta or {}))\n    return _save(path, tensors)\n"
+                      "def load_checkpoint(path):\n    return _load(path)[0], json.loads(Path(path).with_suffix('.json').read_text())",
+     {"checkpoint_is_one_file", "checkpoint_matches_course_format"}),
     ("00_core.ipynb", "def load_checkpoint(path, _load=load_checkpoint):\n    Path(path).read_bytes()\n    return _load(path)",
      {"checkpoint_missing_file_is_named"}),
     ("01_world.ipynb", "def entropy_bits(probs):\n    return -sum(p * math.log(p) for p in probs.values() if p > 0)",
@@ -329,3 +334,44 @@ def test_solution_runs_top_to_bottom(tmp_path, name):
     code = "\n\n".join(c.source for c in nb.cells if c.cell_type == "code" and "#| hide" not in c.source)
     r = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--timeout", "inf"], "timeout must be"), (["--timeout", "-1"], "timeout must be"), (["--timeout", "nan"], "timeout must be"),
+    (["--timeout", "0"], "timeout must be"), (["--jobs", "-1"], "jobs must be"), (["--jobs", "0"], "jobs must be"),
+])
+def test_out_of_range_flags_are_one_line(capsys, flags, needle):
+    assert main(["grade", str(SOLUTIONS["03_attention.ipynb"]), *flags]) == 1
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and err.startswith("wakea-edu: error:")
+
+
+MISSHAPEN = {
+    "source is a number": lambda nb: nb["cells"][0].update(source=42),
+    "cell without source": lambda nb: nb["cells"][0].pop("source"),
+    "source list of numbers": lambda nb: nb["cells"][0].update(source=[1, 2]),
+    "wakea metadata is a string": lambda nb: nb["metadata"].update(wakea="02"),
+    "chapter is a number": lambda nb: nb["metadata"].update(wakea={"chapter": 2}),
+    "cells is an object": lambda nb: nb.update(cells={"a": 1}),
+    "a cell is a string": lambda nb: nb["cells"].__setitem__(0, "text"),
+}
+
+
+@pytest.mark.parametrize("damage", MISSHAPEN)
+def test_misshapen_notebooks_are_one_line(tmp_path, capsys, damage):
+    nb = {"cells": [{"cell_type": "code", "id": "a1", "source": "#| graded\nx = 1", "metadata": {}, "outputs": [],
+                     "execution_count": None}], "metadata": {"wakea": {"chapter": "02"}}, "nbformat": 4, "nbformat_minor": 5}
+    MISSHAPEN[damage](nb)
+    (tmp_path/"02_bad.ipynb").write_text(json.dumps(nb))
+    assert main(["grade", str(tmp_path/"02_bad.ipynb")]) == 1
+    err = capsys.readouterr().err
+    assert "02_bad.ipynb" in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_output_over_the_cap_never_passes(tmp_path):
+    "One print of 1.5 MB, then the right answer: the run was cut, so the test fails and says why."
+    path = with_cells(tmp_path, "02_tokenizer.ipynb",
+        "_honest_get_stats = get_stats\ndef get_stats(ids):\n    print('x' * 1_500_000)\n    return _honest_get_stats(ids)")
+    feedback = {t.name: (t.passed, t.feedback) for t in grade(path).tests}
+    passed, why = feedback["get_stats_counts_adjacent_pairs"]
+    assert not passed and "larger than 1,048,576 bytes" in why

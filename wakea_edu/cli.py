@@ -26,7 +26,11 @@ def cmd_doctor(args) -> int:
     except Exception as e:  # torch or numpy itself is broken: say so rather than crash
         print(f"[FAIL] core: cannot import wakea_edu.core ({type(e).__name__}: {e})")
         return 1
-    return doctor()
+    code = doctor()
+    from wakea_edu.sandbox import os_isolation
+    available, what = os_isolation()  # the grader and the code tool run untrusted code: say how well they can fence it
+    print(f"[OK] sandbox: OS isolation, {what}" if available else f"[SKIP] sandbox: best effort only — {what}")
+    return code
 
 def cmd_world_generate(args) -> int:
     "Write TinyWorld's fixture files into `args.out`."
@@ -81,8 +85,10 @@ def cmd_exercises_build(args) -> int:
 def cmd_grade(args) -> int:
     "Grade an exercise notebook; print the report, or one JSON object with `--json`."
     from wakea_edu.grading import grade, resolve_notebook
-    report = grade(resolve_notebook(args.target), tests_dir=args.tests, timeout=args.timeout, jobs=args.jobs)
-    print(json.dumps(report.to_dict(), indent=1, ensure_ascii=False) if args.json else report.to_text())
+    report = grade(resolve_notebook(args.target), tests_dir=args.tests, timeout=args.timeout, jobs=args.jobs,
+                   isolation=args.isolation)
+    if args.json: print(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+    else: print(report.to_text() + f"\nisolation: {report.isolation}")
     return 0
 
 def add_grading_commands(sub) -> None:
@@ -98,6 +104,8 @@ def add_grading_commands(sub) -> None:
     grade.add_argument("--tests", type=Path, help="a folder of held-out tests (*.py) to add")
     grade.add_argument("--timeout", type=float, default=10.0, help="seconds per test (default 10)")
     grade.add_argument("--jobs", type=int, help="tests run at once (default: up to 4, one per core)")
+    grade.add_argument("--isolation", choices=["auto", "os", "best-effort"], default="auto",
+                       help="os: bubblewrap namespaces (Linux); best-effort: limits and the audit hook; auto: os where it works")
     grade.set_defaults(func=cmd_grade)
 
 # %% ../nbs/91_cli.ipynb #41f8fd7b

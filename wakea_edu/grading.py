@@ -7,6 +7,7 @@ Docs: https://wakea-edu.github.io/wakea-edu/grading.html.md"""
 # %% ../nbs/90_grading.ipynb #0150d570
 from __future__ import annotations
 
+import atexit
 import copy
 import dataclasses
 import errno
@@ -14,26 +15,26 @@ import hashlib
 import importlib.util
 import json
 import math
-import multiprocessing
-import multiprocessing.connection
 import os
 import re
 import signal
 import sys
 import tempfile
-import time
+import threading
 import traceback
 import types
+import warnings
 from pathlib import Path
 from typing import Callable
+
+from .sandbox import Limits, SandboxError, WarmSandbox, apply_limits, install_audit_hook, resolve_isolation
 
 # %% auto #0
 __all__ = ['GRADED_MARKER', 'BEGIN_SOLUTION', 'END_SOLUTION', 'STUB', 'PRELOAD', 'GradingError', 'read_notebook', 'is_graded',
            'graded_cells', 'stub_solutions', 'exercise_from_solution', 'build_exercises', 'CheckFailed', 'require',
            'GradedTest', 'graded', 'tensor_to_plain', 'plain_to_tensor', 'max_abs_diff', 'seeded_randn', 'load_tests',
-           'graded_chapters', 'grader_module', 'chapter_of', 'resolve_notebook', 'set_limits', 'install_sandbox',
-           'MissingDefinition', 'run_cells', 'probe_in_sandbox', 'TestResult', 'run_tests', 'Report', 'held_out_tests',
-           'grade']
+           'graded_chapters', 'grader_module', 'chapter_of', 'resolve_notebook', 'MissingDefinition', 'run_cells',
+           'probe_job', 'TestResult', 'run_tests', 'Report', 'held_out_tests', 'grade']
 
 # %% ../nbs/90_grading.ipynb #8e54e342
 GRADED_MARKER = "#| graded"
@@ -43,13 +44,31 @@ STUB = 'raise NotImplementedError("exercise: replace this line with your code")'
 class GradingError(ValueError):
     "A notebook, chapter, grader or test folder that cannot be graded; the message names it."
 
+def _check_shape(nb, path: Path) -> None:
+    "Refuse, by name, a notebook whose cells or metadata are not the shapes grading reads."
+    def fail(problem): raise GradingError(f"{path}: {problem}")
+    if not isinstance(nb.get("metadata", {}), dict): fail("its metadata is not an object")
+    wakea = nb.get("metadata", {}).get("wakea", {})
+    if not isinstance(wakea, dict) or not isinstance(wakea.get("chapter", ""), str):
+        fail('metadata.wakea must be an object like {"chapter": "02"}')
+    if not isinstance(nb.get("cells"), list): fail("it has no list of cells")
+    for i, cell in enumerate(nb["cells"], 1):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str): fail(f"cell {i} is not a notebook cell")
+        if not isinstance(cell.get("source"), str): fail(f"cell {i} has no source text")
+
 def read_notebook(path: str | os.PathLike):
-    "The notebook at `path`, refusing a missing or corrupt file by name."
+    "The notebook at `path`, refusing a missing, corrupt or misshapen file by name."
     import nbformat
     path = Path(path)
-    try: return nbformat.read(path, as_version=4)
+    try:
+        with warnings.catch_warnings():  # nbformat warns of missing cell ids and the like: not the learner's concern
+            warnings.simplefilter("ignore")
+            nb = nbformat.read(path, as_version=4)
     except FileNotFoundError: raise GradingError(f"{path}: notebook not found") from None
-    except Exception as e: raise GradingError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from None
+    except IsADirectoryError: raise GradingError(f"{path}: is a folder, not a notebook") from None
+    except Exception as e: raise GradingError(f"{path}: not a readable notebook ({type(e).__name__}: {_one_line(str(e), 200)})") from None
+    _check_shape(nb, path)
+    return nb
 
 def is_graded(cell) -> bool:
     "Whether `cell` is a code cell whose first line is the `#| graded` marker."
@@ -152,16 +171,21 @@ def seeded_randn(seed: int, *shape):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 # %% ../nbs/90_grading.ipynb #0aa51866
-def _load_file(path: Path) -> types.ModuleType:
+def _load_file(path: Path, text: str | None = None) -> types.ModuleType:
+    "The module in file `path`, or compiled from `text` (inside the sandbox, where the file itself is out of sight)."
     name = "wakea_tests_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    if text is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    module = types.ModuleType(name)
+    exec(compile(text, str(path), "exec"), module.__dict__)
     return module
 
-def load_tests(source: str) -> dict[str, GradedTest]:
-    "The graded tests in `source` (a `.py` file's path or a module's name), by attribute name."
-    try: module = _load_file(Path(source)) if source.endswith(".py") else importlib.import_module(source)
+def load_tests(source: str, text: str | None = None) -> dict[str, GradedTest]:
+    "The graded tests in `source` (a `.py` file's path, whose contents may be given as `text`, or a module's name)."
+    try: module = _load_file(Path(source), text) if source.endswith(".py") else importlib.import_module(source)
     except Exception as e: raise GradingError(f"{source}: cannot load the tests ({type(e).__name__}: {e})") from None
     tests = {attr: t for attr, t in vars(module).items() if isinstance(t, GradedTest)}
     unchecked = [t.name for t in tests.values() if t.verdict is None]
@@ -199,68 +223,6 @@ def resolve_notebook(target: str, root: str | os.PathLike = ".") -> Path:
     known = graded_chapters()
     why = "" if chapter in known else f"; there is no grader for chapter {chapter} either (graded chapters: {', '.join(known)})"
     raise GradingError(f"chapter {chapter}: no exercises/{chapter}_*.ipynb under {root.resolve()}{why}")
-
-# %% ../nbs/90_grading.ipynb #ea131b7d
-def _cap(kind: int, value: int) -> None:
-    "Set soft and hard limit `kind` to `value` (or the current hard limit, if lower)."
-    import resource
-    hard = resource.getrlimit(kind)[1]
-    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-    resource.setrlimit(kind, (value, value))
-
-def _mapped_bytes() -> int | None:
-    "This process's mapped address space, where /proc tells it (Linux)."
-    try: return int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError): return None
-
-def set_limits(seconds: float, memory_mb: int, output_bytes: int) -> None:
-    "Limit this process's CPU time, added memory and file sizes; no core dumps."
-    import resource
-    _cap(resource.RLIMIT_CORE, 0)
-    _cap(resource.RLIMIT_CPU, math.ceil(seconds) + 1)
-    _cap(resource.RLIMIT_FSIZE, output_bytes)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it, turning a flood into OSErrors the flooder could catch
-    mapped = _mapped_bytes()
-    if mapped is not None: _cap(resource.RLIMIT_AS, mapped + memory_mb * 2**20)  # macOS does not enforce RLIMIT_AS anyway
-
-# %% ../nbs/90_grading.ipynb #5c3739cb
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-_PATH_EVENTS = frozenset({"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.chflags",
-    "os.truncate", "os.utime", "os.mkfifo", "os.mknod", "os.setxattr", "os.removexattr", "shutil.rmtree",
-    "shutil.move", "shutil.copyfile", "shutil.copytree", "shutil.chown"})
-_REFUSED_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-    "os.forkpty", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill", "os.symlink", "os.link",
-    "resource.setrlimit", "resource.prlimit", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-    "webbrowser.open", "os.startfile", "sys.remote_exec"})
-_REFUSED_PREFIXES = ("socket.", "ctypes.", "urllib.", "http.client.", "ftplib.", "smtplib.", "imaplib.", "poplib.", "telnetlib.")
-
-def install_sandbox(root: str | os.PathLike) -> None:
-    "Refuse, for the rest of this process, writes outside `root`, new processes, signals, sockets and ctypes."
-    realpath, fsdecode, isdir, devnull = os.path.realpath, os.fsdecode, os.path.isdir, os.devnull
-    root, write_flags, path_events = realpath(root), _WRITE_FLAGS, _PATH_EVENTS
-    refused, refused_prefixes = _REFUSED_EVENTS, _REFUSED_PREFIXES
-
-    def inside(path) -> bool:
-        if isinstance(path, int): return True  # an open file descriptor: it was checked when opened
-        real = realpath(fsdecode(path))
-        return real == root or real.startswith(root + os.sep) or real == devnull
-
-    def refuse(what):
-        raise PermissionError(f"sandbox: {what} is not allowed while grading")
-
-    def audit(event: str, args: tuple) -> None:
-        if event == "open":
-            path, mode, flags = args
-            if path is None or inside(path): return
-            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & write_flags):
-                refuse(f"writing {fsdecode(path)!r}")
-            if isdir(fsdecode(path)): refuse(f"opening the folder {fsdecode(path)!r}")
-        elif event in path_events:
-            for arg in args:
-                if isinstance(arg, (str, bytes, os.PathLike)) and not inside(arg): refuse(f"{event} on {fsdecode(arg)!r}")
-        elif event in refused or event.startswith(refused_prefixes): refuse(event)
-
-    sys.addaudithook(audit)
 
 # %% ../nbs/90_grading.ipynb #a07908f3
 class MissingDefinition(Exception):
@@ -307,27 +269,20 @@ def run_cells(cells: list[tuple[int, str]], seconds: float) -> tuple[types.Modul
     return module, errors
 
 # %% ../nbs/90_grading.ipynb #5e861053
-def probe_in_sandbox(spec: dict) -> None:
-    "In a child process: sandbox it, run the graded cells, run one probe, write its value as JSON."
-    workdir = spec["workdir"]
-    os.chdir(workdir)
-    for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
-        os.dup2(os.open(os.path.join(workdir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
-    result_fd = os.open(spec["result_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def probe_job(job: dict, workdir: str, limits: Limits) -> str:
+    "In the sandbox's fresh child: load the test, set the limits and the hook, run the graded cells and one probe."
     os.environ["TMPDIR"] = tempfile.tempdir = workdir
     sys.dont_write_bytecode = True
     if "torch" in sys.modules: sys.modules["torch"].set_num_threads(1)
-    test = load_tests(spec["tests"])[spec["attr"]]
-    set_limits(spec["timeout"], spec["memory_mb"], spec["output_bytes"])
-    install_sandbox(workdir)
-    module, cell_errors = run_cells([tuple(c) for c in spec["cells"]], spec["timeout"] / 4)
+    test = load_tests(job["tests"], job.get("text"))[job["attr"]]
+    apply_limits(limits)
+    install_audit_hook(workdir)
+    module, cell_errors = run_cells([tuple(c) for c in job["cells"]], limits.wall_s / 4)
     result = {"cell_errors": cell_errors}
     try: result["value"] = test.probe(_Learner(module))
     except BaseException as e: result["error"] = _describe_error(e)
-    try: text = json.dumps(result)
-    except BaseException: text = json.dumps({"cell_errors": cell_errors, "error": {"type": "NotPlainData", "message": "", "where": ""}})
-    os.write(result_fd, text.encode())
-    os.close(result_fd)
+    try: return json.dumps(result)
+    except BaseException: return json.dumps({"cell_errors": cell_errors, "error": {"type": "NotPlainData", "message": "", "where": ""}})
 
 # %% ../nbs/90_grading.ipynb #8b84b59a
 @dataclasses.dataclass
@@ -350,17 +305,20 @@ def _explain(error: dict) -> str:
     hint = " — graded cells run on their own: import or define what they use inside graded cells" if kind == "NameError" else ""
     return f"raised {kind}: {message}{at}{hint}"
 
-def _verdict(test: GradedTest, exitcode: int | None, timed_out: bool, result_file: Path, timeout: float, output_bytes: int) -> TestResult:
-    "Score one finished (or killed) child from its exit and its result file."
+def _verdict(test: GradedTest, outcome: dict, limits: Limits) -> TestResult:
+    "Score one finished (or killed) child from what the sandbox reported: exit code, clock, output size, result."
     def failed(feedback): return TestResult(test.name, 0, test.points, False, _one_line(feedback, 500))
-    if timed_out: return failed(f"still running after {timeout:g} s: stopped")
-    if exitcode == -signal.SIGXFSZ: return failed(f"wrote a file or output larger than {output_bytes:,} bytes: stopped")
+    exitcode = outcome.get("exitcode")
+    if outcome.get("timed_out"): return failed(f"still running after {limits.wall_s:g} s: stopped")
+    # a flood ends in SIGXFSZ; output that reached the cap counts as a flood even if the process survived it
+    if exitcode == -signal.SIGXFSZ or outcome.get("output_bytes", 0) >= limits.file_bytes:
+        return failed(f"wrote a file or output larger than {limits.file_bytes:,} bytes: stopped")
     if exitcode in (-signal.SIGXCPU, -signal.SIGKILL): return failed("went over the CPU-time or memory limit: stopped")
     try:
-        result = json.loads(result_file.read_text(encoding="utf-8")) if exitcode == 0 else None
+        result = json.loads(outcome["result"]) if exitcode == 0 and outcome.get("result") else None
         if not isinstance(result, dict) or not isinstance(result.get("cell_errors"), list): raise ValueError
         cell_notes = "".join(f" [{e['where']}: {e['type']}: {e['message']}]" for e in result["cell_errors"])
-    except (OSError, ValueError, RecursionError, TypeError, KeyError):
+    except (ValueError, RecursionError, TypeError, KeyError):
         return failed(f"the test process ended before the test finished (exit code {exitcode})")
     if "error" in result: return failed(_explain(result["error"]) + cell_notes)
     try: test.verdict(result.get("value"))
@@ -369,47 +327,67 @@ def _verdict(test: GradedTest, exitcode: int | None, timed_out: bool, result_fil
     return TestResult(test.name, test.points, test.points, True, test.description or "passed")
 
 # %% ../nbs/90_grading.ipynb #10b4158f
-PRELOAD = ["wakea_edu.grading", "wakea_edu.core", "safetensors.torch"]
+PRELOAD = ("wakea_edu.grading", "wakea_edu.core", "safetensors.torch")
+_IDLE: dict[str, list[WarmSandbox]] = {}  # warm workers kept between grade() calls in one process, as a forkserver is
+_IDLE_LOCK = threading.Lock()
 
-def _context():
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
-    return ctx
+def _take_worker(isolation: str) -> WarmSandbox:
+    "An idle warm worker of this isolation that is still alive, or a new one."
+    with _IDLE_LOCK:
+        while _IDLE.get(isolation):
+            worker = _IDLE[isolation].pop()
+            if worker.proc.poll() is None: return worker
+            worker.close()
+    return WarmSandbox("wakea_edu.grading:probe_job", PRELOAD, isolation)
+
+def _give_back(worker: WarmSandbox) -> None:
+    with _IDLE_LOCK: _IDLE.setdefault(worker.isolation, []).append(worker)
+
+@atexit.register
+def _close_idle() -> None:
+    with _IDLE_LOCK:
+        for worker in (w for workers in _IDLE.values() for w in workers): worker.close()
+        _IDLE.clear()
+
+def _test_job(source: str, attr: str, cells: list[tuple[int, str]]) -> dict:
+    "What the child needs for one test; a held-out file travels as its text, since the sandbox cannot see it."
+    text = Path(source).read_text(encoding="utf-8") if source.endswith(".py") else None
+    return {"tests": source, "text": text, "attr": attr, "cells": cells}
 
 def run_tests(tests: list[tuple[str, str, GradedTest]], cells: list[tuple[int, str]], timeout: float = 10.0,
-              jobs: int = 2, memory_mb: int = 1024, output_bytes: int = 2**20) -> list[TestResult]:
-    "Run each `(source, attr, test)` in its own sandboxed child, `jobs` at a time; results in order."
-    ctx, queue, running, results = _context(), list(enumerate(tests)), {}, {}
-    with tempfile.TemporaryDirectory(prefix="wakea-grade-", ignore_cleanup_errors=True) as base:
-        while queue or running:
-            while queue and len(running) < jobs:
-                i, (source, attr, test) = queue.pop(0)
-                workdir, result_file = Path(base)/f"test{i:03d}", Path(base)/f"result{i:03d}.json"
-                workdir.mkdir()
-                spec = {"workdir": str(workdir), "result_file": str(result_file), "tests": source, "attr": attr,
-                        "cells": cells, "timeout": timeout, "memory_mb": memory_mb, "output_bytes": output_bytes}
-                child = ctx.Process(target=probe_in_sandbox, args=(spec,), daemon=True)
-                child.start()
-                running[child.sentinel] = (i, test, child, result_file, time.monotonic() + timeout)
-            next_deadline = min(deadline for *_, deadline in running.values())
-            multiprocessing.connection.wait(list(running), timeout=max(0.0, next_deadline - time.monotonic()))
-            for sentinel, (i, test, child, result_file, deadline) in list(running.items()):
-                timed_out = child.is_alive() and time.monotonic() >= deadline
-                if child.is_alive() and not timed_out: continue
-                if timed_out: child.kill()
-                child.join()
-                results[i] = _verdict(test, child.exitcode, timed_out, result_file, timeout, output_bytes)
-                child.close()
-                del running[sentinel]
+              jobs: int = 2, memory_mb: int = 1024, output_bytes: int = 2**20, isolation: str = "auto") -> list[TestResult]:
+    "Run each `(source, attr, test)` in a fresh sandboxed child, `jobs` at a time; results in order."
+    import concurrent.futures, queue
+    limits = Limits(cpu_s=timeout, wall_s=timeout, memory_mb=memory_mb, file_bytes=output_bytes, output_bytes=output_bytes)
+    todo, results = queue.Queue(), {}
+    for i, test in enumerate(tests): todo.put((i, test))
+
+    def drive(worker):  # one worker, one test at a time; a worker that stops answering is replaced for the next test
+        try:
+            while True:
+                try: i, (source, attr, test) = todo.get_nowait()
+                except queue.Empty: return
+                worker = worker or _take_worker(isolation)
+                try: outcome = worker.run(_test_job(source, attr, cells), limits)
+                except SandboxError as e: outcome, worker = {"exitcode": None, "result": None, "lost": str(e)}, None
+                results[i] = _verdict(test, outcome, limits)
+        finally:
+            if worker: _give_back(worker)
+
+    # workers start in this thread: bubblewrap ends a sandbox when the *thread* that started it ends
+    workers = [_take_worker(isolation) for _ in range(max(1, min(jobs, len(tests))))]
+    with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
+        for done in [pool.submit(drive, worker) for worker in workers]: done.result()
     return [results[i] for i in range(len(tests))]
 
 # %% ../nbs/90_grading.ipynb #f6cbd6b3
 @dataclasses.dataclass
 class Report:
-    "A graded notebook: each test's result, the score and how to show it."
+    "A graded notebook: each test's result, the score, the isolation it ran under, and how to show it."
     notebook: str
     chapter: str
     tests: list[TestResult]
+    isolation: str = "best-effort"
 
     @property
     def score(self) -> int: return sum(t.points for t in self.tests)
@@ -419,7 +397,7 @@ class Report:
     def to_dict(self) -> dict:
         "The report as one JSON-ready object."
         return {"notebook": self.notebook, "chapter": self.chapter, "score": self.score, "max_score": self.max_score,
-                "tests": [dataclasses.asdict(t) for t in self.tests]}
+                "isolation": self.isolation, "tests": [dataclasses.asdict(t) for t in self.tests]}
 
     def to_text(self) -> str:
         "The report for people: one line per test, then the total."
@@ -441,10 +419,23 @@ def held_out_tests(tests_dir: str | os.PathLike) -> list[tuple[str, str, GradedT
     if not found: raise GradingError(f"{tests_dir}: no graded tests in its *.py files")
     return found
 
+def _check_settings(timeout, jobs, memory_mb) -> None:
+    "Refuse settings under which a correct solution could not pass (or the grader could not run), in one line each."
+    def number(value): return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number(timeout) or not math.isfinite(timeout) or not 0 < timeout <= 3600:
+        raise GradingError(f"timeout must be a number of seconds in (0, 3600], got {timeout!r}")
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= 64):
+        raise GradingError(f"jobs must be a whole number from 1 to 64, got {jobs!r}")
+    if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or not 64 <= memory_mb <= 2**20:
+        raise GradingError(f"memory_mb must be a whole number of MB from 64, got {memory_mb!r}")
+
 def grade(notebook: str | os.PathLike, tests_dir: str | os.PathLike | None = None, timeout: float = 10.0,
-          jobs: int | None = None, memory_mb: int = 1024) -> Report:
-    "Grade the graded cells of `notebook` with its chapter's tests (and those in `tests_dir`)."
+          jobs: int | None = None, memory_mb: int = 1024, isolation: str = "auto") -> Report:
+    "Grade the graded cells of `notebook` with its chapter's tests (and those in `tests_dir`), sandboxed as `isolation` says."
     if sys.platform == "win32": raise GradingError("grading needs Linux or macOS (Colab works); this is Windows")
+    _check_settings(timeout, jobs, memory_mb)
+    try: mode = resolve_isolation(isolation)
+    except (SandboxError, ValueError) as e: raise GradingError(str(e)) from None
     path = Path(notebook)
     nb = read_notebook(path)
     chapter = chapter_of(path, nb)
@@ -453,6 +444,6 @@ def grade(notebook: str | os.PathLike, tests_dir: str | os.PathLike | None = Non
     if tests_dir is not None: tests += held_out_tests(tests_dir)
     cells = graded_cells(nb)
     if not cells:
-        return Report(str(path), chapter, [TestResult(t.name, 0, t.points, False, f"no graded cells found (code cells starting with `{GRADED_MARKER}`)") for *_, t in tests])
+        return Report(str(path), chapter, [TestResult(t.name, 0, t.points, False, f"no graded cells found (code cells starting with `{GRADED_MARKER}`)") for *_, t in tests], mode)
     jobs = jobs or max(1, min(4, os.cpu_count() or 1))
-    return Report(str(path), chapter, run_tests(tests, cells, timeout=timeout, jobs=jobs, memory_mb=memory_mb))
+    return Report(str(path), chapter, run_tests(tests, cells, timeout=timeout, jobs=jobs, memory_mb=memory_mb, isolation=mode), mode)
