@@ -201,3 +201,38 @@ def test_grader_daemons_die_with_their_test(tmp_path):
 @pytest.mark.skipif(os.environ.get("WAKEA_REQUIRE_OS_SANDBOX") != "1", reason="only where CI installed bubblewrap")
 def test_ci_has_os_isolation():
     assert OS_OK, f"bubblewrap is installed but OS isolation does not work: {OS_WHY}"
+
+
+HELD_OUT = '''
+from wakea_edu.grading import graded, require
+
+@graded(points=3)
+def merge_on_unseen_ids(learner):
+    return learner.merge([7, 7, 7, 8, 7, 7], (7, 7), 300)
+
+@merge_on_unseen_ids.check
+def _(ids): require(ids == [300, 7, 8, 300], "SECRET-EXPECTED-ANSWER")
+'''
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_held_out_checks_never_reach_the_submission(tmp_path, mode):
+    "The checks' code, where the expected answers live, is cut from the held-out file before it enters the child."
+    (tmp_path/"tests").mkdir(); (tmp_path/"tests"/"instructor.py").write_text(HELD_OUT)
+    # up the stack from the learner's function to the grader's frames: the test object, its check, the job
+    snoop = ("import sys\ndef merge(ids, pair, idx):\n    found, f = [], sys._getframe()\n"
+             "    while f:\n"
+             "        for v in list(f.f_locals.values()):\n"
+             "            try: code = v.verdict.__code__\n"
+             "            except Exception: code = None\n"
+             "            if code: found += [c for c in code.co_consts if isinstance(c, str)]\n"
+             "            if isinstance(v, dict) and isinstance(v.get('text'), str): found.append(v['text'][-200:])\n"
+             "        f = f.f_back\n"
+             "    raise RuntimeError(repr(found))")
+    nb = nbformat.v4.new_notebook(metadata={"wakea": {"chapter": "02"}})
+    nb.cells = [nbformat.v4.new_code_cell("#| graded\n" + snoop)]
+    nbformat.write(nb, tmp_path/"02_snoop.ipynb")
+    report = grade(tmp_path/"02_snoop.ipynb", tests_dir=tmp_path/"tests", isolation=mode)
+    held = next(t for t in report.tests if t.name == "instructor:merge_on_unseen_ids")
+    assert not held.passed and "checked by the grader" in held.feedback   # the snoop ran and found only the stub
+    assert "SECRET-EXPECTED-ANSWER" not in json.dumps(report.to_dict())

@@ -7,6 +7,7 @@ Docs: https://wakea-edu.github.io/wakea-edu/grading.html.md"""
 # %% ../nbs/90_grading.ipynb #0150d570
 from __future__ import annotations
 
+import ast
 import atexit
 import copy
 import dataclasses
@@ -34,7 +35,7 @@ __all__ = ['GRADED_MARKER', 'BEGIN_SOLUTION', 'END_SOLUTION', 'STUB', 'PRELOAD',
            'graded_cells', 'stub_solutions', 'exercise_from_solution', 'build_exercises', 'CheckFailed', 'require',
            'GradedTest', 'graded', 'tensor_to_plain', 'plain_to_tensor', 'max_abs_diff', 'seeded_randn', 'load_tests',
            'graded_chapters', 'grader_module', 'chapter_of', 'resolve_notebook', 'MissingDefinition', 'run_cells',
-           'probe_job', 'TestResult', 'run_tests', 'Report', 'held_out_tests', 'grade']
+           'probe_job', 'TestResult', 'probes_only', 'run_tests', 'Report', 'held_out_tests', 'grade']
 
 # %% ../nbs/90_grading.ipynb #8e54e342
 GRADED_MARKER = "#| graded"
@@ -349,9 +350,18 @@ def _close_idle() -> None:
         for worker in (w for workers in _IDLE.values() for w in workers): worker.close()
         _IDLE.clear()
 
+def probes_only(text: str) -> str:
+    "A tests file's source with the body of every check removed: the child needs the probes; checks run in the grader."
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                isinstance(d, ast.Attribute) and d.attr == "check" for d in node.decorator_list):
+            node.body = [ast.Expr(ast.Constant("checked by the grader, outside the sandbox"))]
+    return ast.unparse(tree)
+
 def _test_job(source: str, attr: str, cells: list[tuple[int, str]]) -> dict:
-    "What the child needs for one test; a held-out file travels as its text, since the sandbox cannot see it."
-    text = Path(source).read_text(encoding="utf-8") if source.endswith(".py") else None
+    "What the child needs for one test. A held-out file travels as text (the sandbox cannot see it), without its checks."
+    text = probes_only(Path(source).read_text(encoding="utf-8")) if source.endswith(".py") else None
     return {"tests": source, "text": text, "attr": attr, "cells": cells}
 
 def run_tests(tests: list[tuple[str, str, GradedTest]], cells: list[tuple[int, str]], timeout: float = 10.0,

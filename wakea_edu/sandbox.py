@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ISOLATIONS', 'NOBODY', 'PR_SET_DUMPABLE', 'PR_SET_CHILD_SUBREAPER', 'PR_SET_NO_NEW_PRIVS', 'SandboxError', 'Limits',
-           'processes_of', 'apply_limits', 'install_audit_hook', 'readable_paths', 'bwrap_command', 'os_isolation',
-           'resolve_isolation', 'drop_privileges', 'RunResult', 'run', 'run_python', 'end_job', 'serve', 'WarmSandbox',
-           'main']
+__all__ = ['ISOLATIONS', 'INSIDE', 'NOBODY', 'PR_SET_DUMPABLE', 'PR_SET_CHILD_SUBREAPER', 'PR_SET_NO_NEW_PRIVS', 'SandboxError',
+           'Limits', 'processes_of', 'apply_limits', 'install_audit_hook', 'readable_paths', 'bwrap_command',
+           'os_isolation', 'resolve_isolation', 'drop_privileges', 'RunResult', 'run', 'run_python', 'end_job', 'serve',
+           'WarmSandbox', 'main']
 
 # %% ../nbs/89_sandbox.ipynb #32d00afb
 class SandboxError(RuntimeError):
@@ -126,6 +126,8 @@ def install_audit_hook(root: str | os.PathLike) -> None:
 
 # %% ../nbs/89_sandbox.ipynb #3893f5e7
 ISOLATIONS = ("auto", "os", "best-effort")
+# how the sandbox's inside starts: `python -c` rather than `-m`, so the module itself needs no __main__ guard
+INSIDE = [sys.executable, "-I", "-c", "from wakea_edu.sandbox import main; main()"]
 NOBODY = 65534  # the uid a root caller's sandbox runs as: root ignores RLIMIT_NPROC
 
 def readable_paths() -> list[str]:
@@ -153,7 +155,8 @@ def bwrap_command(argv: list[str], limits: Limits) -> list[str]:
     cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp",
             "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "OMP_NUM_THREADS", "1"]
-    return cmd + ["--", *argv]
+    # the root bwrap builds is a tmpfs the caller owns in a user namespace: read-only, so /tmp stays the one place to write
+    return cmd + ["--remount-ro", "/", "--", *argv]
 
 @functools.cache
 def os_isolation() -> tuple[bool, str]:
@@ -234,7 +237,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def run(argv: list[str], limits: Limits = Limits(), isolation: str = "auto", stdin: bytes = b"") -> RunResult:
     "Run `argv` sandboxed: OS isolation where available (see `resolve_isolation`), the limits always."
     mode = resolve_isolation(isolation)
-    enter = [sys.executable, "-I", "-m", "wakea_edu.sandbox", "enter", json.dumps(dataclasses.asdict(limits)), mode, "--", *argv]
+    enter = [*INSIDE, "enter", json.dumps(dataclasses.asdict(limits)), mode, "--", *argv]
     with tempfile.TemporaryDirectory(prefix="wakea-sandbox-") as workdir:
         if mode == "os": cmd, cwd, env = bwrap_command(enter, limits), None, None
         else: cmd, cwd, env = enter, workdir, {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
@@ -372,7 +375,7 @@ class WarmSandbox:
     def __init__(self, target: str, preload: tuple[str, ...] = (), isolation: str = "auto", limits: Limits = Limits(),
                  start_s: float = 120.0):
         self.isolation, self._buffer, self._start_s = resolve_isolation(isolation), b"", start_s
-        argv = [sys.executable, "-I", "-m", "wakea_edu.sandbox", "serve", target, ",".join(preload), self.isolation]
+        argv = [*INSIDE, "serve", target, ",".join(preload), self.isolation]
         self._home = tempfile.TemporaryDirectory(prefix="wakea-worker-")
         self._errors = open(Path(self._home.name)/"worker-stderr.txt", "w+b")
         if self.isolation == "os": cmd, cwd, env = bwrap_command(argv, limits), None, None
@@ -441,11 +444,8 @@ def _demo_job(job: dict, workdir: str, limits: Limits) -> str:
 
 # %% ../nbs/89_sandbox.ipynb #23b94bff
 def main(argv: list[str] | None = None) -> None:
-    "`python -m wakea_edu.sandbox enter LIMITS ISOLATION -- ARGV...` or `... serve TARGET PRELOAD ISOLATION`: the inside."
+    "The sandbox's inside (`INSIDE` + `enter LIMITS ISOLATION -- ARGV...` or `serve TARGET PRELOAD ISOLATION`)."
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["enter"] and len(argv) >= 5 and argv[3] == "--": _enter(argv[1], argv[2], argv[4:])
     elif argv[:1] == ["serve"] and len(argv) == 4: serve(argv[1], [p for p in argv[2].split(",") if p], argv[3])
-    else: sys.exit("usage: python -m wakea_edu.sandbox enter LIMITS_JSON ISOLATION -- ARGV... | serve MODULE:FUNCTION PRELOAD ISOLATION")
-
-# run as `python -m wakea_edu.sandbox`; not when this notebook itself runs (a kernel is `__main__` too)
-if __name__ == "__main__" and "ipykernel" not in sys.modules: main()
+    else: sys.exit("usage: ... enter LIMITS_JSON ISOLATION -- ARGV... | serve MODULE:FUNCTION PRELOAD ISOLATION")
