@@ -269,7 +269,7 @@ def test_fake_report_text_cannot_change_the_json(tmp_path):
         f"import sys\nclass Sneaky(list):\n    def __eq__(self, other): return True\n"
         f"def encode(text, merges):\n    print({fake!r}); print({fake!r}, file=sys.stderr)\n    return Sneaky([1, 2, 3])")
     r = subprocess.run([WAKEA, "grade", str(path), "--json"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr   # below full marks: a failing exit, the report still printed
     report = json.loads(r.stdout)  # exactly one JSON object, nothing else on stdout
     assert set(report) >= {"score", "max_score", "tests"} and report["max_score"] == 12
     encode = next(t for t in report["tests"] if t["name"] == "encode_matches_reference")
@@ -301,7 +301,7 @@ def _(stats): require(stats is None, f"got {stats}")
 
 def test_held_out_tests_are_added(tmp_path, capsys):
     (tmp_path/"held_out.py").write_text(HELD_OUT)
-    assert main(["grade", str(SOLUTIONS["02_tokenizer.ipynb"]), "--tests", str(tmp_path), "--json"]) == 0
+    assert main(["grade", str(SOLUTIONS["02_tokenizer.ipynb"]), "--tests", str(tmp_path), "--json"]) == 1  # one held-out test fails
     report = json.loads(capsys.readouterr().out)
     names = [t["name"] for t in report["tests"]]
     assert names[-2:] == ["held_out:merge_on_unseen_ids", "held_out:get_stats_of_nothing"]
@@ -375,3 +375,20 @@ def test_output_over_the_cap_never_passes(tmp_path):
     feedback = {t.name: (t.passed, t.feedback) for t in grade(path).tests}
     passed, why = feedback["get_stats_counts_adjacent_pairs"]
     assert not passed and "larger than 1,048,576 bytes" in why
+
+
+def test_exit_code_says_full_marks_or_not(exercises, capsys):
+    assert main(["grade", str(SOLUTIONS["03_attention.ipynb"])]) == 0
+    capsys.readouterr()
+    assert main(["grade", str(exercises["03_attention.ipynb"]), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)   # the report is printed all the same
+    assert report["score"] == 0 and report["max_score"] == 12
+
+
+def test_grade_without_nbformat_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nbformat" else real(name, *a))
+    assert main(["grade", "03"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'wakea-edu[grade]'" in err and err.count("\n") == 1

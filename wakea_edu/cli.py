@@ -8,6 +8,7 @@ Docs: https://wakea-edu.github.io/wakea-edu/cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -83,13 +84,16 @@ def cmd_exercises_build(args) -> int:
     return 0
 
 def cmd_grade(args) -> int:
-    "Grade an exercise notebook; print the report, or one JSON object with `--json`."
+    "Grade an exercise notebook; print the report (or one JSON object with `--json`); exit 0 at full marks, else 1."
+    if importlib.util.find_spec("nbformat") is None:  # the base install leaves it out: say what to add, not a traceback
+        print("wakea-edu: error: grading reads notebooks with nbformat: pip install 'wakea-edu[grade]'", file=sys.stderr)
+        return 1
     from wakea_edu.grading import grade, resolve_notebook
     report = grade(resolve_notebook(args.target), tests_dir=args.tests, timeout=args.timeout, jobs=args.jobs,
                    isolation=args.isolation)
     if args.json: print(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
     else: print(report.to_text() + f"\nisolation: {report.isolation}")
-    return 0
+    return 0 if report.score == report.max_score else 1  # scriptable, as pytest is: anything short of full marks fails
 
 def add_grading_commands(sub) -> None:
     "Add `exercises build` and `grade` to the subcommands `sub`."

@@ -130,7 +130,7 @@ def require(condition, feedback: str) -> None:
     "Fail the check with `feedback` unless `condition` holds (never skipped, unlike `assert` under `-O`)."
     if not condition: raise CheckFailed(feedback)
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class GradedTest:
     "A probe (run on the learner's code in the sandbox) and its check (run by the grader)."
     name: str
@@ -144,9 +144,15 @@ class GradedTest:
         self.verdict = fn
         return fn
 
+    # the docs site shows each test: by name and description, not as a repr holding function addresses
+    def __repr__(self) -> str: return f"GradedTest({self.name!r}, points={self.points})"
+
 def graded(points: int = 1) -> Callable[[Callable], GradedTest]:
     "Decorator: make a probe function into a `GradedTest` worth `points`."
-    def make(probe): return GradedTest(probe.__name__, points, probe, (probe.__doc__ or "").strip())
+    def make(probe):
+        test = GradedTest(probe.__name__, points, probe, (probe.__doc__ or "").strip())
+        test.__name__, test.__doc__ = probe.__name__, test.description or None  # what the docs site shows for the test
+        return test
     return make
 
 def tensor_to_plain(t) -> dict:

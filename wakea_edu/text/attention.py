@@ -46,7 +46,7 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x.view(b, t, n_heads, d // n_heads).transpose(1, 2)
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    "(batch, n_heads, T, d_head) -> (batch, T, n_heads * d_head)."
+    "`(batch, n_heads, T, d_head)` -> `(batch, T, n_heads * d_head)`."
     b, h, t, dh = x.shape
     return x.transpose(1, 2).reshape(b, t, h * dh)
 

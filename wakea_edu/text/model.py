@@ -24,7 +24,7 @@ __all__ = ['LM_PRESETS', 'RMSNorm', 'swiglu_hidden', 'SwiGLU', 'GELUMLP', 'make_
 
 # %% ../../nbs/05_transformer.ipynb #23e4b94b
 class RMSNorm(nn.Module):
-    "x / sqrt(mean(x²) + eps) * weight, computed in fp32 and cast back to x's dtype."
+    "`x / sqrt(mean(x²) + eps) * weight`, computed in fp32 and cast back to x's dtype."
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
@@ -42,7 +42,7 @@ def swiglu_hidden(d_model: int, multiple_of: int = 64) -> int:
     return -(-8 * d_model // (3 * multiple_of)) * multiple_of
 
 class SwiGLU(nn.Module):
-    "down(silu(gate(x)) * up(x)): the gated MLP of LLaMA-style models."
+    "`down(silu(gate(x)) * up(x))`: the gated MLP of LLaMA-style models."
     def __init__(self, d_model: int, d_hidden: int | None = None, bias: bool = False):
         super().__init__()
         d_hidden = d_hidden or swiglu_hidden(d_model)

@@ -28,7 +28,7 @@ def rope_frequencies(head_dim: int, base: float = 10000.0, device: torch.device 
     return base ** (-torch.arange(0, head_dim, 2, dtype=angle_dtype(device), device=device) / head_dim)
 
 def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> torch.Tensor:
-    "m · θ_i for every position m in `positions` (any shape): shape (*positions.shape, head_dim / 2)."
+    "m · θ_i for every position m in `positions` (any shape): shape `(*positions.shape, head_dim / 2)`."
     frequencies = rope_frequencies(head_dim, base, positions.device)
     return positions.to(frequencies.dtype)[..., None] * frequencies
 
