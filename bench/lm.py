@@ -6,11 +6,11 @@ Each group of keys comes from one measurement function in `MEASUREMENTS`; `--onl
 (the new keys are then merged into the existing results file). Everything runs on the CPU with a fixed thread count
 (`threads` in the output; the training measurements use `train_threads`, this machine's 2 cores); each timing is
 the median of repeats interleaved across the compared functions, and only ratios are meant to be compared across
-machines. The full training run also writes its metrics log to bench/results/lm_train_metrics.jsonl, which
+machines. The full training run also writes its metrics log to wakea_edu/data/bench/lm_train_metrics.jsonl, which
 chapter 06 plots. `runs` records, for each measurement, the git commit it ran at (and whether the working tree had
 changes), its thread count and its config; `floors` are the targets the speed ratios must meet, `floors_met` says
 whether every measured one does. The Hugging Face comparison is skipped, with the reason recorded, when transformers
-is not installed. Prints one JSON object on its last line and writes it to bench/results/lm.json atomically.
+is not installed. Prints one JSON object on its last line and writes it to wakea_edu/data/bench/lm.json atomically.
 """
 import os
 
@@ -42,7 +42,7 @@ from wakea_edu.recipes.tokenizer import tinyworld_tokenizer
 from wakea_edu.text.train import encode_stories, pack, param_groups, sample_batch
 from wakea_edu.world.tinyworld import TinyWorld, WorldConfig
 
-RESULTS = Path(__file__).parent / "results" / "lm.json"
+RESULTS = Path(__file__).resolve().parents[1] / "wakea_edu" / "data" / "bench" / "lm.json"  # shipped: chapters show it installed
 TRAIN_METRICS = RESULTS.with_name("lm_train_metrics.jsonl")
 TRAIN_THREADS = 2
 SPEED_BATCH, SPEED_BLOCK, SPEED_STEPS = 16, 256, 30

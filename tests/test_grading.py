@@ -1,12 +1,13 @@
 "The grader can fail: solutions score 100%, blanks 0%, mutants lose points, hostile notebooks get 0 without breaking the run."
-import json, subprocess, sys
+import json, re, subprocess, sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from wakea_edu.cli import main
-from wakea_edu.grading import build_exercises, grade
+from wakea_edu.exercises import build_exercises
+from wakea_edu.grading import grade
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = {p.name: p for p in sorted((ROOT/"solutions").glob("[0-9][0-9]_*.ipynb"))}
@@ -329,11 +330,14 @@ def test_bad_targets_are_named(tmp_path, monkeypatch, capsys, args, needle):
 
 @pytest.mark.parametrize("name", SOLUTIONS)
 def test_solution_runs_top_to_bottom(tmp_path, name):
-    "Every self-check cell passes on the solution (the Colab install cell is skipped: it is IPython, and Colab-only)."
+    """Every self-check cell passes on the solution (the Colab install cell is skipped: it is IPython, and Colab-only),
+    and its last cell, `grade_here`, grades the saved notebook beside it to full marks."""
     nb = nbformat.read(SOLUTIONS[name], as_version=4)
+    (tmp_path/name).write_bytes(SOLUTIONS[name].read_bytes())   # the saved notebook, where grade_here looks
     code = "\n\n".join(c.source for c in nb.cells if c.cell_type == "code" and "#| hide" not in c.source)
-    r = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    r = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, cwd=tmp_path, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert re.search(r"score (\d+)/\1 \(100%\)", r.stdout), r.stdout[-1500:]
 
 
 @pytest.mark.parametrize("flags, needle", [
@@ -392,3 +396,15 @@ def test_grade_without_nbformat_says_what_to_install(monkeypatch, capsys):
     assert main(["grade", "03"]) == 1
     err = capsys.readouterr().err
     assert "pip install 'wakea-edu[grade]'" in err and err.count("\n") == 1
+
+
+def test_grade_here_reads_the_open_colab_tab(monkeypatch, capsys):
+    "On Colab the open notebook is not a file: grade_here asks Colab for its contents and grades those."
+    import types
+    from wakea_edu.grading import grade_here
+    tab = json.loads(SOLUTIONS["03_attention.ipynb"].read_text())
+    message = types.SimpleNamespace(blocking_request=lambda request, timeout_sec: {"ipynb": tab} if request == "get_ipynb" else None)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", types.SimpleNamespace(_message=message))
+    report = grade_here("03")
+    assert report.score == report.max_score == 12 and "score 12/12 (100%)" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1]/"wakea_edu"
 # a module may import its own layer and the layers with a smaller number; reasoning and knowledge are peers (neither imports the other)
 LAYERS = {"core": 0, "sandbox": 0, "world": 1, "text": 2, "multimodal": 3, "reasoning": 4, "knowledge": 4, "align": 5,
-          "serve": 6, "scale": 6, "recipes": 7, "grading": 8, "graders": 9, "cli": 10}
+          "serve": 6, "scale": 6, "recipes": 7, "grading": 8, "graders": 9, "exercises": 9, "cli": 10}
 
 
 def layer_of(module: str) -> str | None:

@@ -79,7 +79,7 @@ def cmd_generate(args) -> int:
 # %% ../nbs/91_cli.ipynb #1cd90516
 def cmd_exercises_build(args) -> int:
     "Regenerate the exercise notebooks from the solutions."
-    from wakea_edu.grading import build_exercises
+    from wakea_edu.exercises import build_exercises
     for path in build_exercises(args.solutions, args.out): print(path)
     return 0
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import atexit
-import copy
 import dataclasses
 import errno
 import hashlib
@@ -31,16 +30,13 @@ from typing import Callable
 from .sandbox import Limits, SandboxError, WarmSandbox, apply_limits, install_audit_hook, resolve_isolation
 
 # %% auto #0
-__all__ = ['GRADED_MARKER', 'BEGIN_SOLUTION', 'END_SOLUTION', 'STUB', 'PRELOAD', 'GradingError', 'read_notebook', 'is_graded',
-           'graded_cells', 'stub_solutions', 'exercise_from_solution', 'build_exercises', 'CheckFailed', 'require',
+__all__ = ['GRADED_MARKER', 'PRELOAD', 'GradingError', 'read_notebook', 'is_graded', 'graded_cells', 'CheckFailed', 'require',
            'GradedTest', 'graded', 'tensor_to_plain', 'plain_to_tensor', 'max_abs_diff', 'seeded_randn', 'load_tests',
            'graded_chapters', 'grader_module', 'chapter_of', 'resolve_notebook', 'MissingDefinition', 'run_cells',
-           'probe_job', 'TestResult', 'probes_only', 'run_tests', 'Report', 'held_out_tests', 'grade']
+           'probe_job', 'TestResult', 'probes_only', 'run_tests', 'Report', 'held_out_tests', 'grade', 'grade_here']
 
 # %% ../nbs/90_grading.ipynb #8e54e342
 GRADED_MARKER = "#| graded"
-BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
-STUB = 'raise NotImplementedError("exercise: replace this line with your code")'
 
 class GradingError(ValueError):
     "A notebook, chapter, grader or test folder that cannot be graded; the message names it."
@@ -79,48 +75,6 @@ def is_graded(cell) -> bool:
 def graded_cells(nb) -> list[tuple[int, str]]:
     "`(cell number, source)` of each graded cell; cells are numbered from 1, top to bottom."
     return [(i, cell.source) for i, cell in enumerate(nb.cells, 1) if is_graded(cell)]
-
-# %% ../nbs/90_grading.ipynb #404bb3c4
-def stub_solutions(source: str, where: str = "cell") -> str:
-    "`source` with each solution region replaced by a stub at the region's indentation."
-    out, indent = [], None
-    for n, line in enumerate(source.splitlines(), 1):
-        marker = line.strip()
-        if marker == BEGIN_SOLUTION:
-            if indent is not None: raise GradingError(f"{where}, line {n}: {BEGIN_SOLUTION} inside another solution region")
-            indent = line[:len(line) - len(line.lstrip())]
-            out.append(indent + STUB)
-        elif marker == END_SOLUTION:
-            if indent is None: raise GradingError(f"{where}, line {n}: {END_SOLUTION} without {BEGIN_SOLUTION}")
-            indent = None
-        elif indent is None: out.append(line)
-    if indent is not None: raise GradingError(f"{where}: {BEGIN_SOLUTION} is never closed")
-    return "\n".join(out)
-
-# %% ../nbs/90_grading.ipynb #e2dd4b18
-def exercise_from_solution(nb, name: str = "notebook"):
-    "A copy of solution notebook `nb` with solutions stubbed and outputs cleared."
-    nb = copy.deepcopy(nb)
-    nb.metadata = {k: nb.metadata[k] for k in ("kernelspec", "wakea") if k in nb.metadata}
-    for i, cell in enumerate(nb.cells, 1):
-        cell.metadata = {}
-        cell.source = cell.source.replace("/blob/main/solutions/", "/blob/main/exercises/")
-        if cell.cell_type == "code":
-            cell.source = stub_solutions(cell.source, f"{name}, cell {i}")
-            cell.outputs, cell.execution_count = [], None
-    return nb
-
-def build_exercises(solutions: str | os.PathLike = "solutions", out: str | os.PathLike = "exercises") -> list[Path]:
-    "Write `out/NN_*.ipynb` for each solution notebook; remove exercise notebooks with no solution."
-    import nbformat
-    from wakea_edu.core import atomic_write
-    solutions, out = Path(solutions), Path(out)
-    sources = sorted(solutions.glob("[0-9][0-9]_*.ipynb"))
-    if not sources: raise GradingError(f"{solutions}: no solution notebooks (NN_name.ipynb) found")
-    exercises = {out/src.name: exercise_from_solution(read_notebook(src), src.name) for src in sources}
-    for stale in sorted(set(out.glob("[0-9][0-9]_*.ipynb")) - set(exercises)): stale.unlink()
-    for path, nb in exercises.items(): atomic_write(path, nbformat.writes(nb) + "\n")
-    return list(exercises)
 
 # %% ../nbs/90_grading.ipynb #4ddd7689
 class CheckFailed(Exception):
@@ -463,3 +417,18 @@ def grade(notebook: str | os.PathLike, tests_dir: str | os.PathLike | None = Non
         return Report(str(path), chapter, [TestResult(t.name, 0, t.points, False, f"no graded cells found (code cells starting with `{GRADED_MARKER}`)") for *_, t in tests], mode)
     jobs = jobs or max(1, min(4, os.cpu_count() or 1))
     return Report(str(path), chapter, run_tests(tests, cells, timeout=timeout, jobs=jobs, memory_mb=memory_mb, isolation=mode), mode)
+
+# %% ../nbs/90_grading.ipynb #cbda415d
+def grade_here(chapter: str, **options) -> Report:
+    "Grade the open exercise notebook of `chapter` from inside it, print the report and return it."
+    if "google.colab" in sys.modules:
+        from google.colab import _message  # Colab's way to read the open notebook, which is not a file here
+        nb = _message.blocking_request("get_ipynb", timeout_sec=60)["ipynb"]
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder)/f"{int(chapter):02d}_exercise.ipynb"
+            path.write_text(json.dumps(nb), encoding="utf-8")
+            report = grade(path, **options)
+    else: report = grade(resolve_notebook(chapter), **options)
+    print(report.to_text())
+    return report
+
