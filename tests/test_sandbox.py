@@ -236,3 +236,12 @@ def test_held_out_checks_never_reach_the_submission(tmp_path, mode):
     held = next(t for t in report.tests if t.name == "instructor:merge_on_unseen_ids")
     assert not held.passed and "checked by the grader" in held.feedback   # the snoop ran and found only the stub
     assert "SECRET-EXPECTED-ANSWER" not in json.dumps(report.to_dict())
+
+
+def test_private_tmp_is_mounted_before_the_environment():
+    "An environment installed under /tmp (as CI's checkout may be) is bound on top of the private /tmp, not hidden by it."
+    cmd = sandbox.bwrap_command(["true"], Limits())
+    tmpfs = cmd.index("/tmp", cmd.index("--tmpfs"))
+    binds = [i for i, arg in enumerate(cmd) if arg == "--ro-bind"]
+    assert binds and tmpfs < min(binds)
+    assert ["--dir", "/tmp"] not in [cmd[i:i + 2] for i in range(len(cmd) - 1)]   # /tmp keeps its 1777

@@ -145,15 +145,17 @@ def bwrap_command(argv: list[str], limits: Limits) -> list[str]:
     # user namespace maps our own uid and nothing more
     if os.getuid() == 0: cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else: cmd += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    # the private /tmp first: an environment installed under /tmp is then mounted on top of it, not hidden by it
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp"]
     paths = readable_paths()
     # the folders above a mount are made by bwrap: open them to everyone, or nobody could reach /root/.pyenv/...
-    for folder in sorted({str(p) for path in paths for p in Path(path).parents if str(p) != "/"}): cmd += ["--perms", "0755", "--dir", folder]
+    folders = {str(p) for path in paths for p in Path(path).parents} - {"/", "/tmp", "/proc", "/dev"}
+    for folder in sorted(folders): cmd += ["--perms", "0755", "--dir", folder]
     for path in paths: cmd += ["--ro-bind", path, path]
     for link in ("/bin", "/lib", "/lib64", "/sbin"):
         if os.path.islink(link): cmd += ["--symlink", os.readlink(link), link]  # merged /usr: the same links
         elif os.path.isdir(link): cmd += ["--ro-bind", link, link]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb * 2**20), "--perms", "1777", "--tmpfs", "/tmp",
-            "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
+    cmd += ["--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "OMP_NUM_THREADS", "1"]
     # the root bwrap builds is a tmpfs the caller owns in a user namespace: read-only, so /tmp stays the one place to write
     return cmd + ["--remount-ro", "/", "--", *argv]
