@@ -35,7 +35,7 @@ def failed(report) -> set[str]:
 
 def test_every_chapter_has_a_solution():
     assert list(SOLUTIONS) == ["00_core.ipynb", "01_world.ipynb", "02_tokenizer.ipynb", "03_attention.ipynb", "04_rope.ipynb",
-                              "05_transformer.ipynb", "06_pretraining.ipynb", "07_generation.ipynb"]
+                              "05_transformer.ipynb", "06_pretraining.ipynb", "07_generation.ipynb", "10_audio.ipynb"]
 
 
 @pytest.mark.parametrize("name", SOLUTIONS)
@@ -213,6 +213,48 @@ MUTANTS = [  # (solution, replacement graded cell, the tests it must fail)
                             "    end = offset + k.shape[2]\n    cache_k[:, :, offset:end] = k; cache_v[:, :, offset:end] = v\n"
                             "    return cache_k[:, :, :end], cache_v[:, :, :end]",
      {"cache_update_refuses_to_overflow"}),
+    ("10_audio.ipynb", "def hann_window(n):  # symmetric: divides by n - 1\n    return torch.hann_window(n, periodic=False, dtype=torch.float64)",
+     {"hann_window_is_periodic", "power_spectrum_matches_torch_stft"}),
+    ("10_audio.ipynb", "def frames(x, n_fft, hop):  # pads with zeros\n    return F.pad(x, (n_fft // 2, n_fft // 2)).unfold(-1, n_fft, hop)",
+     {"frames_pad_by_reflection", "power_spectrum_matches_torch_stft"}),
+    ("10_audio.ipynb", "def frames(x, n_fft, hop):  # no padding: the first frame starts at sample 0\n    return x.unfold(-1, n_fft, hop)",
+     {"frames_pad_by_reflection", "power_spectrum_matches_torch_stft", "power_spectrum_of_a_whisper_clip"}),
+    ("10_audio.ipynb", "def power_spectrum(x, n_fft, hop):  # the magnitude, not the power\n"
+                       "    return torch.fft.rfft(frames(x, n_fft, hop) * hann_window(n_fft).to(x.dtype), dim=-1).abs().transpose(-1, -2)",
+     {"power_spectrum_matches_torch_stft", "power_spectrum_of_a_whisper_clip"}),
+    ("10_audio.ipynb", "def power_spectrum(x, n_fft, hop):  # frames first, frequencies last\n"
+                       "    return torch.fft.rfft(frames(x, n_fft, hop) * hann_window(n_fft).to(x.dtype), dim=-1).abs().square()",
+     {"power_spectrum_matches_torch_stft", "power_spectrum_of_a_whisper_clip"}),
+    ("10_audio.ipynb", "def hz_to_mel(f):  # the HTK formula\n    return 2595 * torch.log10(1 + torch.as_tensor(f, dtype=torch.float64) / 700)\n"
+                       "def mel_to_hz(m):\n    return 700 * (10 ** (torch.as_tensor(m, dtype=torch.float64) / 2595) - 1)",
+     {"hz_to_mel_is_slaney", "mel_to_hz_inverts_it", "mel_filterbank_matches_librosa", "mel_filterbank_honours_fmin_and_fmax"}),
+    ("10_audio.ipynb", "_mel = mel_filterbank\ndef mel_filterbank(sample_rate, n_fft, n_mels, fmin=0.0, fmax=None):  # no Slaney norm\n"
+                       "    w = _mel(sample_rate, n_fft, n_mels, fmin, fmax)\n    return w / w.amax(1, keepdim=True)",
+     {"mel_filterbank_matches_librosa", "mel_filterbank_honours_fmin_and_fmax"}),
+    ("10_audio.ipynb", "_mel = mel_filterbank\ndef mel_filterbank(sample_rate, n_fft, n_mels, fmin=0.0, fmax=None):  # ignores the band limits\n"
+                       "    return _mel(sample_rate, n_fft, n_mels)",
+     {"mel_filterbank_honours_fmin_and_fmax"}),
+    ("10_audio.ipynb", "def mel_filterbank(sample_rate, n_fft, n_mels, fmin=0.0, fmax=None):  # edges evenly spaced in Hz, not in mels\n"
+                       "    fmax = sample_rate / 2 if fmax is None else fmax\n    bins = torch.fft.rfftfreq(n_fft, 1 / sample_rate, dtype=torch.float64)\n"
+                       "    edges = torch.linspace(fmin, fmax, n_mels + 2, dtype=torch.float64)\n"
+                       "    rising = (bins - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]\n"
+                       "    falling = (edges[2:, None] - bins) / (edges[2:] - edges[1:-1])[:, None]\n"
+                       "    return torch.minimum(rising, falling).clamp(min=0) * (2 / (edges[2:] - edges[:-2]))[:, None]",
+     {"mel_filterbank_matches_librosa", "mel_filterbank_honours_fmin_and_fmax"}),
+    ("10_audio.ipynb", "def overlap_add(frames, hop):  # overwrites where frames overlap\n    n_frames, n = frames.shape[-2:]\n"
+                       "    out = frames.new_zeros(*frames.shape[:-2], (n_frames - 1) * hop + n)\n"
+                       "    for i in range(n_frames): out[..., i * hop:i * hop + n] = frames[..., i, :]\n    return out",
+     {"overlap_add_matches_fold", "istft_matches_torch", "istft_inverts_the_stft"}),
+    ("10_audio.ipynb", "def istft(spec, n_fft, hop):  # never divides by the overlap-added squared window\n"
+                       "    window = torch.hann_window(n_fft, dtype=spec.real.dtype)\n"
+                       "    signal = overlap_add(torch.fft.irfft(spec.transpose(-1, -2), n=n_fft) * window, hop)\n"
+                       "    return signal[..., n_fft // 2:signal.shape[-1] - n_fft // 2]",
+     {"istft_matches_torch", "istft_inverts_the_stft"}),
+    ("10_audio.ipynb", "def istft(spec, n_fft, hop):  # keeps the padding at both ends\n"
+                       "    window = torch.hann_window(n_fft, dtype=spec.real.dtype)\n"
+                       "    signal = overlap_add(torch.fft.irfft(spec.transpose(-1, -2), n=n_fft) * window, hop)\n"
+                       "    return signal / overlap_add(window.square().expand(spec.shape[-1], n_fft), hop).clamp(min=1e-11)",
+     {"istft_matches_torch", "istft_inverts_the_stft"}),
 ]
 
 
