@@ -20,10 +20,10 @@ from ..core import atomic_write
 from .tinyworld import Event, TinyWorld
 
 # %% ../../nbs/01_world.ipynb #84827877
-_RGB = {"red": (214, 40, 40), "blue": (40, 90, 220), "green": (40, 160, 60), "yellow": (245, 205, 40),
-        "white": (245, 245, 245), "black": (30, 30, 30), "pink": (240, 130, 180), "grey": (140, 140, 140),
-        "brown": (130, 80, 40), "purple": (130, 60, 180), "orange": (245, 130, 30), "gold": (212, 175, 55),
-        "silver": (192, 192, 200), "teal": (0, 128, 128), "navy": (20, 30, 110), "lime": (160, 230, 40)}
+_RGB = {"red": (214, 40, 40), "blue": (40, 90, 220), "green": (40, 160, 60), "yellow": (250, 225, 45),
+        "white": (250, 250, 250), "black": (30, 30, 30), "pink": (240, 130, 180), "grey": (115, 115, 115),
+        "brown": (130, 80, 40), "purple": (130, 60, 180), "orange": (245, 130, 30), "gold": (190, 145, 30),
+        "silver": (165, 175, 200), "teal": (0, 128, 128), "navy": (15, 25, 95), "lime": (160, 230, 40)}
 
 def colour_rgb(name: str) -> np.ndarray:
     "A colour's RGB in [0, 1]; names we do not know get a stable colour from their CRC32."
@@ -86,24 +86,37 @@ def _kind_parts(kind: str, u, v) -> list[tuple[np.ndarray, float]]:
         return [(rect(u, v, -0.22, 0, 0.22, 0.5) | polygon(u, v, [(-0.22, 0.5), (0.22, 0.5), (0.08, 0.66), (-0.08, 0.66)]), 1.0),
                 (rect(u, v, -0.08, 0.66, 0.08, 0.9), 0.9), (rect(u, v, -0.1, 0.9, 0.1, 0.98), 0.6)]
     if kind == "block": return [(rect(u, v, -0.5, 0, 0.5, 0.34), 1.0), (rect(u, v, -0.5, 0.34, 0.5, 0.42), 1.25)]
-    if kind == "bowl": return [(ellipse(u, v, 0, 0.4, 0.5, 0.4) & (v <= 0.4), 1.0), (ellipse(u, v, 0, 0.4, 0.5, 0.07), 0.7)]
-    if kind == "vase":
-        return [(polygon(u, v, [(-0.14, 0), (0.14, 0), (0.32, 0.35), (0.12, 0.68), (0.2, 0.9), (-0.2, 0.9), (-0.12, 0.68), (-0.32, 0.35)]), 1.0)]
+    if kind == "bowl": return [(ellipse(u, v, 0, 0.5, 0.5, 0.5) & (v <= 0.5), 1.0), (ellipse(u, v, 0, 0.5, 0.5, 0.07), 0.7)]
+    if kind == "vase":  # a narrow foot, a bulge, a long neck and a flared mouth: unlike the ball and the bottle even when tiny
+        return [(polygon(u, v, [(-0.12, 0), (0.12, 0), (0.34, 0.3), (0.1, 0.62), (0.1, 0.78), (0.3, 0.95), (-0.3, 0.95), (-0.1, 0.78),
+                                (-0.1, 0.62), (-0.34, 0.3)]), 1.0)]
     return [(rect(u, v, -0.35, 0, 0.35, 0.7), 1.0)]  # a kind added by a config: a plain box
 
-def _material_look(material: str, rgb: np.ndarray, u, v) -> tuple[np.ndarray, float]:
-    "Per-point colour and opacity of `material` in colour `rgb`."
+def _mark(colour: np.ndarray) -> np.ndarray:
+    "The colour of a texture's marks on `colour` (..., 3): darker on a light colour, lighter on a dark one, so they show on black too."
+    light = colour @ np.array([0.3, 0.59, 0.11]) > 0.35
+    return np.where(light[..., None], colour * 0.62, colour * 0.5 + 0.4)
+
+def _texture(material: str, col, row):
+    "Where `material`'s marks fall, on whole pixels (`col`, `row`): wood's grain, paper's ruled lines, clay's speckles; else None."
+    # on the pixel lattice, every 3rd pixel: a finer texture averages away at 32×32 and the materials become one colour
+    if material == "wood": return row % 3 == 0
+    if material == "paper": return col % 3 == 0
+    if material == "clay": return (row % 3 == 1) & (col % 3 == 1)
+    return None
+
+def _material_look(material: str, rgb: np.ndarray, u, v, col, row) -> tuple[np.ndarray, float]:
+    "Per-point colour and opacity of `material` in colour `rgb`, at object coordinates (`u`, `v`) and pixel indices (`col`, `row`)."
     colour = np.broadcast_to(rgb, u.shape + (3,)).copy()
-    if material == "wood": colour *= (0.82 + 0.18 * (np.sin(v * 45 + 3 * np.sin(u * 9)) > 0))[..., None]
-    elif material == "metal": colour = colour * 0.75 + 0.45 * np.exp(-((u - 0.12) / 0.1) ** 2)[..., None]
-    elif material == "paper": colour = 0.6 * colour + 0.4 * (1 - 0.25 * (np.sin(v * 60) > 0.85))[..., None]
-    elif material == "clay": colour *= (1 - 0.3 * (np.sin(u * 97) * np.sin(v * 89) > 0.6))[..., None]
-    elif material == "ice": colour = 0.45 * colour + 0.55 * np.array([0.8, 0.93, 1.0])
-    alpha = {"glass": 0.5, "ice": 0.75}.get(material, 1.0)
+    marks = _texture(material, col, row)
+    if marks is not None: colour[marks] = _mark(colour[marks])
+    if material == "metal": colour = colour * 0.75 + 0.45 * np.exp(-((u - 0.12) / 0.16) ** 2)[..., None]  # a sheen that turns with the object
+    elif material == "ice": colour = 0.7 * colour + 0.3 * np.array([0.8, 0.93, 1.0])
+    alpha = {"glass": 0.6, "ice": 0.8}.get(material, 1.0)
     return np.clip(colour, 0, 1), alpha
 
 # %% ../../nbs/01_world.ipynb #30c70a84
-_SCALE = {"tiny": 0.2, "small": 0.3, "big": 0.42, "huge": 0.54}
+_SCALE = {"tiny": 0.3, "small": 0.37, "big": 0.45, "huge": 0.55}  # a tiny object is still ~10 pixels wide at 32×32
 _WALL, _DARK = (0.93, 0.9, 0.84), np.array([0.15, 0.15, 0.15])
 
 def _draw_place(canvas: Canvas, place: str) -> tuple[float, float]:
@@ -146,6 +159,13 @@ def _draw_place_front(canvas: Canvas, place: str) -> None:
     if place == "in the box": canvas.paint(rect(x, y, 0.08, 0.79, 0.92, 0.95), (0.72, 0.54, 0.3))
     if place == "in the sink": canvas.paint(ellipse(x, y, 0.5, 0.9, 0.47, 0.08) & (y > 0.9), (0.8, 0.82, 0.85))
 
+def _inner_edge(mask: np.ndarray) -> np.ndarray:
+    "The points of `mask` with a neighbour (of the 8 around it) outside it."
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    inner = np.logical_and.reduce([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    return mask & ~inner
+
 def _draw_object(canvas: Canvas, kind, material, colour, size, centre, dx=0.0, dy=0.0, rotate=0.0, sx=1.0, sy=1.0, shade=1.0) -> None:
     "Paint the object standing at `centre`, moved by (dx, dy), turned by `rotate` degrees about its base, stretched by (sx, sy)."
     scale = _SCALE.get(size, 0.4)
@@ -153,9 +173,13 @@ def _draw_object(canvas: Canvas, kind, material, colour, size, centre, dx=0.0, d
     a = math.radians(rotate)
     px, py = (canvas.x - x0) / scale, (y0 - canvas.y) / scale
     u, v = (px * math.cos(a) + py * math.sin(a)) / sx, (-px * math.sin(a) + py * math.cos(a)) / sy
-    rgb, alpha = _material_look(material, colour_rgb(colour), u, v)
-    for mask, brightness in _kind_parts(kind, u, v): canvas.paint(mask, np.clip(rgb * brightness * shade, 0, 1), alpha)
-    if material in ("glass", "ice"): canvas.paint(segment(u, v, (-0.15, 0.2), (-0.1, 0.55), 0.07) & _kind_parts(kind, u, v)[0][0], (1, 1, 1), 0.8)
+    col, row = (np.floor(c * canvas.size).astype(int) for c in (canvas.x, canvas.y))
+    rgb, alpha = _material_look(material, colour_rgb(colour), u, v, col, row)
+    parts = _kind_parts(kind, u, v)
+    for mask, brightness in parts: canvas.paint(mask, np.clip(rgb * brightness * shade, 0, 1), alpha)
+    # an outline, as in a cartoon: without it a white glass cup vanishes against the wall
+    canvas.paint(_inner_edge(np.logical_or.reduce([mask for mask, _ in parts])), _DARK, 0.7)
+    if material in ("glass", "ice"): canvas.paint(segment(u, v, (-0.15, 0.2), (-0.1, 0.55), 0.07) & parts[0][0], (1, 1, 1), 0.8)
 
 def draw_event(kind: str, material: str, colour: str, size: str, place: str, action: str | None = None,
                result: str | None = None, image_size: int = 32) -> np.ndarray:
@@ -243,10 +267,13 @@ def _draw_result(canvas: Canvas, result: str, obj: dict, centre, top: float) -> 
             wave = [(cx + 0.12 * i + 0.03 * math.sin(k * 2), top - 0.04 - 0.04 * k) for k in range(4)]
             for p, q in zip(wave, wave[1:]): canvas.paint(segment(x, y, p, q, 0.025), (0.9, 0.2, 0.1))
     elif result in ("gets cold", "hardens"):
-        frost = (np.sin(x * 131) * np.sin(y * 127) > 0.8) & rect(x, y, cx - 0.3, top, cx + 0.3, cy)
+        col, row = (np.floor(c * canvas.size).astype(int) for c in (x, y))
+        frost = ((col + row) % 3 == 0) & rect(x, y, cx - 0.3, top, cx + 0.3, cy)
         canvas.paint(frost, (0.85, 0.95, 1.0))
     elif result in ("gets wet", "gets soggy", "swells", "rusts"):
-        if result == "rusts": canvas.paint((np.sin(x * 97) * np.sin(y * 91) > 0.5) & rect(x, y, cx - 0.2, top + 0.1, cx + 0.2, cy - 0.02), (0.6, 0.3, 0.1))
+        if result == "rusts":
+            col, row = (np.floor(c * canvas.size).astype(int) for c in (x, y))
+            canvas.paint(((2 * col + row) % 4 == 0) & rect(x, y, cx - 0.2, top + 0.1, cx + 0.2, cy - 0.02), (0.6, 0.3, 0.1))
         else: _drops(canvas, [(cx - 0.25, top + 0.05), (cx + 0.27, top + 0.12), (cx - 0.2, cy - 0.15)])
     elif result == "dents": canvas.paint(ellipse(x, y, cx + 0.1, (top + cy) / 2, 0.05, 0.04), _DARK, 0.7)
     elif result == "stands": canvas.paint(rect(x, y, cx - 0.14, top - 0.12, cx + 0.14, top), (0.45, 0.45, 0.5))
