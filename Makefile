@@ -19,7 +19,7 @@ help:
 	@echo "make test   sync checks, nbval on every notebook, pytest on tests/, wheel smoke test"
 	@echo "make lab    JupyterLab on nbs/"
 	@echo "make docs   the Quarto site (processed notebooks only where quarto is missing)"
-	@echo "make bench  every bench/*.py, one JSON object each"
+	@echo "make bench  every bench/*.py but the shared _timing.py, one JSON object each"
 	@echo "make nbs    re-execute notebooks in place (NB=nbs/01_world.ipynb for one)"
 
 # $(call install,EXTRA,STAMP): pip install -e .EXTRA unless STAMP holds pyproject.toml's hash
@@ -72,7 +72,7 @@ docs: $(STAMP)
 	$(BIN)/python tools/docs.py
 
 bench: $(STAMP)
-	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in bench/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 nbs: $(STAMP)
 	@for nb in $(NB); do echo "== $$nb"; \

@@ -24,14 +24,13 @@ import importlib.util
 import inspect
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _timing import interleaved_medians   # bench/ is the script's folder, first on sys.path
 from wakea_edu.core import atomic_write, source_changed, source_commit
 from wakea_edu.text.attention import MultiHeadAttention, attention, causal_mask, merge_heads
 from wakea_edu.text.generate import generate
@@ -51,19 +50,6 @@ ATTN_REPEATS, ATTN_CALLS = 15, 5
 GEN_PROMPT, GEN_NEW, GEN_REPEATS = 16, 512, 3
 HF_NEW, HF_REPEATS = 256, 7  # the tiny preset, 16 prompt tokens + 256 new ones, greedy, against LlamaForCausalLM
 FLOORS = {"train_speed_ratio": 1.05, "gen_ratio_vs_hf_llama": 1.5, "kv_cache_speedup": 10}
-
-
-def interleaved_medians(fns: dict, repeats: int, calls: int = 1, warmup: int = 1) -> tuple[dict, dict]:
-    "({name: median seconds per call}, {name: last result}), calling the functions in turn each round."
-    times, results, names = {name: [] for name in fns}, {}, list(fns)
-    for round_ in range(warmup + repeats):
-        # each round starts one further along, so no function always runs first (or right after the same other one)
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            fn = fns[name]
-            start = time.perf_counter()
-            for _ in range(calls): results[name] = fn()
-            if round_ >= warmup: times[name].append((time.perf_counter() - start) / calls)
-    return {name: statistics.median(t) for name, t in times.items()}, results
 
 
 @torch.no_grad()

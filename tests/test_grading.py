@@ -35,7 +35,7 @@ def failed(report) -> set[str]:
 
 def test_every_chapter_has_a_solution():
     assert list(SOLUTIONS) == ["00_core.ipynb", "01_world.ipynb", "02_tokenizer.ipynb", "03_attention.ipynb", "04_rope.ipynb",
-                              "05_transformer.ipynb", "06_pretraining.ipynb", "07_generation.ipynb", "10_audio.ipynb"]
+                              "05_transformer.ipynb", "06_pretraining.ipynb", "07_generation.ipynb", "08_vision.ipynb", "10_audio.ipynb"]
 
 
 @pytest.mark.parametrize("name", SOLUTIONS)
@@ -213,6 +213,62 @@ MUTANTS = [  # (solution, replacement graded cell, the tests it must fail)
                             "    end = offset + k.shape[2]\n    cache_k[:, :, offset:end] = k; cache_v[:, :, offset:end] = v\n"
                             "    return cache_k[:, :, :end], cache_v[:, :, :end]",
      {"cache_update_refuses_to_overflow"}),
+    ("08_vision.ipynb", "def patchify(images, patch_size):  # reshapes without moving the grid axes: rows of pixels, not patches\n"
+                        "    b, c, h, w = images.shape\n    if h % patch_size or w % patch_size: raise ValueError('ragged')\n"
+                        "    return images.reshape(b, -1, c * patch_size * patch_size)",
+     {"patch_embed_equals_conv2d", "patchify_matches_unfold", "patchify_orders_patches_row_by_row"}),
+    ("08_vision.ipynb", "_patchify = patchify\ndef patchify(images, patch_size):  # flattens each patch channel last, (P, P, C)\n"
+                        "    b, c, p = images.shape[0], images.shape[1], patch_size\n"
+                        "    return _patchify(images, p).unflatten(-1, (c, p, p)).permute(0, 1, 3, 4, 2).flatten(2)",
+     {"patch_embed_equals_conv2d", "patchify_matches_unfold"}),
+    ("08_vision.ipynb", "_patchify = patchify\ndef patchify(images, patch_size):  # column by column\n    c, p = images.shape[1], patch_size\n"
+                        "    return _patchify(images.transpose(-1, -2), p).unflatten(-1, (c, p, p)).transpose(-1, -2).flatten(2)",
+     {"patchify_matches_unfold", "patchify_orders_patches_row_by_row"}),
+    ("08_vision.ipynb", "def patchify(images, patch_size):  # unfold alone: a ragged edge is dropped without a word\n"
+                        "    return F.unfold(images, patch_size, stride=patch_size).transpose(1, 2)",
+     {"patchify_refuses_a_ragged_image"}),
+    ("08_vision.ipynb", "def patch_embed(images, weight, bias, patch_size):  # forgets the bias\n"
+                        "    return F.linear(patchify(images, patch_size), weight.flatten(1))",
+     {"patch_embed_adds_the_bias"}),
+    ("08_vision.ipynb", "def add_class_token(patches, class_token, positions):  # the class token last\n"
+                        "    return torch.cat([patches, class_token.expand(patches.shape[0], 1, -1)], dim=1) + positions",
+     {"add_class_token_puts_it_first", "vit_forward_at_another_shape", "vit_forward_matches_the_library"}),
+    ("08_vision.ipynb", "def add_class_token(patches, class_token, positions):  # positions on the patches only\n"
+                        "    return torch.cat([class_token.expand(patches.shape[0], 1, -1), patches + positions[1:]], dim=1)",
+     {"add_class_token_puts_it_first", "vit_forward_matches_the_library"}),
+    ("08_vision.ipynb", "def vit_forward(images, weights, blocks, patch_size, eps=1e-5):  # no ln_pre\n"
+                        "    x = add_class_token(patch_embed(images, weights['patch'], None, patch_size), weights['class_token'], weights['positions'])\n"
+                        "    for block in blocks: x = block(x)\n"
+                        "    return F.layer_norm(x[:, 0], (x.shape[-1],), weights['ln_post.weight'], weights['ln_post.bias'], eps) @ weights['proj']",
+     {"vit_forward_at_another_shape", "vit_forward_matches_the_library"}),
+    ("08_vision.ipynb", "def vit_forward(images, weights, blocks, patch_size, eps=1e-5):  # pools the mean of every token\n"
+                        "    x = add_class_token(patch_embed(images, weights['patch'], None, patch_size), weights['class_token'], weights['positions'])\n"
+                        "    x = F.layer_norm(x, (x.shape[-1],), weights['ln_pre.weight'], weights['ln_pre.bias'], eps)\n"
+                        "    for block in blocks: x = block(x)\n"
+                        "    return F.layer_norm(x.mean(1), (x.shape[-1],), weights['ln_post.weight'], weights['ln_post.bias'], eps) @ weights['proj']",
+     {"vit_forward_at_another_shape", "vit_forward_matches_the_library"}),
+    ("08_vision.ipynb", "def resize_positions(positions, new_grid):  # align_corners=True\n"
+                        "    g, d = math.isqrt(len(positions) - 1), positions.shape[1]\n"
+                        "    grid = F.interpolate(positions[1:].reshape(1, g, g, d).permute(0, 3, 1, 2), size=tuple(new_grid), mode='bicubic', align_corners=True)\n"
+                        "    return torch.cat([positions[:1], grid.permute(0, 2, 3, 1).reshape(-1, d)])",
+     {"resize_positions_matches_bicubic_interpolation", "resize_positions_to_a_rectangle"}),
+    ("08_vision.ipynb", "def resize_positions(positions, new_grid):  # bilinear\n"
+                        "    g, d = math.isqrt(len(positions) - 1), positions.shape[1]\n"
+                        "    grid = F.interpolate(positions[1:].reshape(1, g, g, d).permute(0, 3, 1, 2), size=tuple(new_grid), mode='bilinear', antialias=True)\n"
+                        "    return torch.cat([positions[:1], grid.permute(0, 2, 3, 1).reshape(-1, d)])",
+     {"resize_positions_matches_bicubic_interpolation", "resize_positions_to_a_rectangle"}),
+    ("08_vision.ipynb", "def resize_positions(positions, new_grid):  # reshapes (g·g, D) straight to (1, D, g, g): channels and places mixed\n"
+                        "    g, d = math.isqrt(len(positions) - 1), positions.shape[1]\n"
+                        "    grid = F.interpolate(positions[1:].reshape(1, d, g, g), size=tuple(new_grid), mode='bicubic', align_corners=False, antialias=True)\n"
+                        "    return torch.cat([positions[:1], grid.reshape(-1, d)])",
+     {"resize_positions_matches_bicubic_interpolation", "resize_positions_to_a_rectangle"}),
+    ("08_vision.ipynb", "_resize = resize_positions\ndef resize_positions(positions, new_grid):  # (columns, rows)\n    h, w = new_grid\n"
+                        "    return _resize(positions, (w, h))",
+     {"resize_positions_to_a_rectangle"}),
+    ("08_vision.ipynb", "_resize = resize_positions\ndef resize_positions(positions, new_grid):  # drops the class token's row\n"
+                        "    return _resize(positions, new_grid)[1:]",
+     {"resize_positions_keeps_the_class_token", "resize_positions_matches_bicubic_interpolation", "resize_positions_to_a_rectangle",
+      "resize_positions_to_the_same_grid_changes_nothing"}),
     ("10_audio.ipynb", "def hann_window(n):  # symmetric: divides by n - 1\n    return torch.hann_window(n, periodic=False, dtype=torch.float64)",
      {"hann_window_is_periodic", "power_spectrum_matches_torch_stft"}),
     ("10_audio.ipynb", "def frames(x, n_fft, hop):  # pads with zeros\n    return F.pad(x, (n_fft // 2, n_fft // 2)).unfold(-1, n_fft, hop)",

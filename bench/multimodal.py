@@ -1,0 +1,103 @@
+"""Multimodal benchmarks (chapters 08-11): our ViT's forward pass against open_clip's `VisionTransformer` holding the same
+weights. Later chapters add their keys here (CLIP training, the image tokenizer, audio, adapters).
+
+Each group of keys comes from one measurement function in `MEASUREMENTS`; `--only NAME[,NAME]` runs some of them (the new
+keys are then merged into the existing results file). Everything runs on the CPU with a fixed thread count (`threads`);
+each timing is the median of repeats interleaved across the compared functions, and only ratios are meant to be compared
+across machines. `vit_forward_ratio` is our images/s over open_clip's at the chapter's shape (the trained reader's: 32x32
+scenes, 16 patches of 8x8, width 48, two blocks); `vit_forward_ratio_wide` the same at a wider shape, for context. Both
+sides run the same weights under `torch.no_grad`, and their features are checked equal (1e-5) before timing. When
+open_clip is not installed the ratios are null and `vit_skipped` says why. `runs` records, per measurement, the commit it
+ran at (and whether the working tree had changes), its thread count and config; `floors` are the targets the ratios
+must meet, `floors_met` whether every measured one does. Prints one JSON object on its last line and writes it to
+wakea_edu/data/bench/multimodal.json atomically.
+"""
+import os
+
+THREADS = 1
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+os.environ.setdefault("WAKEA_QUIET", "1")
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from _timing import interleaved_medians   # bench/ is the script's folder, first on sys.path
+from wakea_edu.core import atomic_write, package_version, source_changed, source_commit
+from wakea_edu.multimodal.vision import ViT, ViTConfig, open_clip_kwargs, open_clip_state_dict
+
+RESULTS = Path(__file__).resolve().parents[1] / "wakea_edu" / "data" / "bench" / "multimodal.json"  # shipped beside the others
+VIT_SHAPES = {"chapter": (ViTConfig(), 256), "wide": (ViTConfig(patch_size=4, d_model=192, n_layers=6, n_heads=3), 32)}  # (config, batch)
+VIT_REPEATS, VIT_CALLS = 15, 3
+FLOORS = {"vit_forward_ratio": 0.9}
+
+
+@torch.no_grad()
+def vit_pair(config: ViTConfig):
+    "Our ViT (every vector parameter moved off its initial value) and open_clip's VisionTransformer with its weights."
+    from open_clip.transformer import VisionTransformer
+    torch.manual_seed(0)
+    ours = ViT(config).eval()
+    for p in ours.parameters():
+        if p.dim() == 1: p.add_(0.1 * torch.randn_like(p))
+    theirs = VisionTransformer(**open_clip_kwargs(config)).eval()
+    theirs.load_state_dict(open_clip_state_dict(ours))
+    return ours, theirs
+
+
+@torch.no_grad()
+def measure_vit_forward() -> dict:
+    "Images per second through our ViT and open_clip's, same weights and images, at the chapter's shape and a wider one."
+    figures = {"config": {"shapes": {name: {"model": dataclasses.asdict(c), "batch": b} for name, (c, b) in VIT_SHAPES.items()},
+                          "repeats": VIT_REPEATS, "calls": VIT_CALLS}}
+    if importlib.util.find_spec("open_clip") is None:
+        return figures | {"vit_forward_ratio": None, "vit_forward_ratio_wide": None, "vit_skipped": "open_clip is not installed (pip install open_clip_torch)"}
+    figures |= {"open_clip": package_version("open_clip_torch"), "vit_skipped": None}
+    for name, (config, batch) in VIT_SHAPES.items():
+        ours, theirs = vit_pair(config)
+        images = torch.rand(batch, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0)) - 0.5
+        medians, out = interleaved_medians({"ours": lambda: ours(images), "open_clip": lambda: theirs(images)}, VIT_REPEATS, VIT_CALLS)
+        diff = (out["ours"] - out["open_clip"]).abs().max().item()
+        assert diff <= 1e-5, f"{name}: our features differ from open_clip's by {diff:.2g}"
+        suffix = "" if name == "chapter" else f"_{name}"
+        figures |= {f"vit_images_s_ours{suffix}": round(batch / medians["ours"]),
+                    f"vit_images_s_open_clip{suffix}": round(batch / medians["open_clip"]),
+                    f"vit_forward_ratio{suffix}": round(medians["open_clip"] / medians["ours"], 3)}
+    return figures
+
+
+MEASUREMENTS = {"vit_forward": measure_vit_forward}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(MEASUREMENTS)
+    if unknown := [n for n in names if n not in MEASUREMENTS]: parser.error(f"unknown measurement {unknown[0]!r}")
+    torch.set_num_threads(THREADS)
+    result = json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
+    commit, dirty = source_commit(), source_changed()
+    result |= {"threads": THREADS, "torch": torch.__version__, "python": platform.python_version(),
+               "machine": platform.machine(), "commit": commit, "commit_dirty": dirty}
+    runs = result.setdefault("runs", {})
+    for name in names:
+        figures = MEASUREMENTS[name]()
+        # with --only, older figures stay in the file: each measurement keeps the commit and threads it ran with
+        runs[name] = {"commit": commit, "commit_dirty": dirty, "threads": torch.get_num_threads(), "config": figures.pop("config")}
+        result |= figures
+    result["floors"] = FLOORS
+    measured = {key: result[key] for key in FLOORS if result.get(key) is not None}
+    result["floors_met"] = len(measured) == len(FLOORS) and all(value >= FLOORS[key] for key, value in measured.items())
+    result["floors_failed"] = sorted(key for key in FLOORS if result.get(key) is None or result[key] < FLOORS[key])
+    atomic_write(RESULTS, json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
