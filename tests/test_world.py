@@ -1,5 +1,5 @@
 "TinyWorld: bad configs refused by name, deterministic atomic fixtures, splits that hold out surfaces not rules, the exact entropy floor."
-import io, math, random, re
+import dataclasses, io, math, random, re
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 
 import wakea_edu.core
 from wakea_edu.core import ConfigError, load_config, save_config
-from wakea_edu.world.render import STAGES, png_bytes, render, save_triplet_grid, scenes
+from wakea_edu.world.render import STAGES, caption, captions, png_bytes, render, save_triplet_grid, scenes
 from wakea_edu.world.tinyworld import (FIXTURE_FILES, MICRO_CONFIG, SPLITS, TinyWorld, WorldConfig, compression_bpc, entropy_floor_bpc,
                                        enumerate_stories, facts_graph, monte_carlo_entropy, questions, story_entropy, summary,
                                        write_fixtures)
@@ -163,6 +163,20 @@ def test_render_shapes_and_png(world):
     with pytest.raises(ValueError, match="stage"): render(world, event, "after")
     Image = pytest.importorskip("PIL.Image")
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(frames[1]))).convert("RGB")), frames[1])
+
+
+def test_captions_say_what_each_picture_shows(world):
+    event = next(e for _, _, e in world.events("train") if e.action == "drop")
+    what, action, result = (caption(world, event, stage) for stage in STAGES)
+    assert what == f"a {event.size} {event.colour} {event.material} {event.kind} {event.place}"
+    assert action == f"someone drops the {event.what} {event.place}" and result == f"the {event.what} {event.place} {event.result}"
+    assert caption(world, dataclasses.replace(event, size="odd"), "what").startswith("an odd ")
+    with pytest.raises(ValueError, match="stage"): caption(world, event, "after")
+    rows = captions(world, "test", limit=5)
+    assert len(rows) == 5 and rows[0] == tuple(caption(world, next(e for _, _, e in world.events("test")), s) for s in STAGES)
+    # the pictures of a split hold out its surfaces, as its stories do
+    surfaces = {split: {e.surface for _, _, e in world.events(split)} for split in SPLITS}
+    assert not surfaces["train"] & surfaces["test"] and not surfaces["train"] & surfaces["val"]
 
 
 def test_save_triplet_grid(world, tmp_path):

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['STAGES', 'colour_rgb', 'Canvas', 'ellipse', 'rect', 'polygon', 'segment', 'draw_event', 'image_grid', 'png_bytes', 'render', 'scenes', 'save_triplet_grid']
+__all__ = ['STAGES', 'colour_rgb', 'Canvas', 'ellipse', 'rect', 'polygon', 'segment', 'draw_event', 'image_grid', 'png_bytes', 'render', 'caption', 'scenes', 'captions', 'save_triplet_grid']
 
 # %% ../../nbs/01_world.ipynb #1a1e0e0a
 # TinyWorld's pictures, drawn with NumPy alone: shapes as pixel tests, materials as textures, events in three stages (what, action, result).
@@ -303,17 +303,32 @@ def png_bytes(image: np.ndarray) -> bytes:
 # %% ../../nbs/01_world.ipynb #fb2ca23f
 STAGES = ("what", "action", "result")
 
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES: raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
+
 def render(world: TinyWorld, event: Event, stage: str = "what") -> np.ndarray:
     "One stage of `event` ('what', 'action' or 'result') as an (S, S, 3) uint8 image."
-    if stage not in STAGES: raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
+    _check_stage(stage)
     return draw_event(event.kind, event.material, event.colour, event.size, event.place,
                       action=event.action if stage == "action" else None,
                       result=event.result if stage == "result" else None, image_size=world.config.image_size)
+
+def caption(world: TinyWorld, event: Event, stage: str = "what") -> str:
+    "What the `stage` picture of `event` shows, in words: 'a small red glass cup on the table', 'someone drops the …', 'the … shatters'."
+    _check_stage(stage)
+    thing = f"{event.what} {event.place}"
+    if stage == "what": return ("an " if thing[0] in "aeiou" else "a ") + thing
+    if stage == "action": return f"someone {world.config.actions[event.action]} the {thing}"
+    return f"the {thing} {event.result}"
 
 def scenes(world: TinyWorld, split: str, limit: int | None = None) -> np.ndarray:
     "The (what, action, result) images of the split's first `limit` events: uint8, shape (N, 3, S, S, 3)."
     events = [e for _, _, e in world.events(split)][:limit]
     return np.stack([np.stack([render(world, e, stage) for stage in STAGES]) for e in events])
+
+def captions(world: TinyWorld, split: str, limit: int | None = None) -> list[tuple[str, str, str]]:
+    "The (what, action, result) captions of the split's first `limit` events, row for row those of `scenes(world, split, limit)`."
+    return [tuple(caption(world, e, stage) for stage in STAGES) for _, _, e in world.events(split)][:limit]
 
 def save_triplet_grid(world: TinyWorld, path, split: str = "train", n: int = 8, zoom: int = 4) -> Path:
     "Save a PNG of `n` events of `split`, one row each: what | action | result."
