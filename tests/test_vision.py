@@ -169,3 +169,12 @@ def test_the_trained_vit_runs_in_open_clip(trained):
     theirs.load_state_dict(open_clip_state_dict(reader.vit))
     with torch.no_grad(): assert (reader.vit(pixels(images[:256])) - theirs(pixels(images[:256]))).abs().max() <= 1e-5
     assert dataclasses.asdict(reader.config) == dataclasses.asdict(ViTConfig())
+
+
+def test_token_features_hold_every_token_and_the_class_token_is_forward():
+    torch.manual_seed(0)
+    vit = moved(ViT(ViTConfig(output_dim=16)))
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad(): tokens, pooled = vit.token_features(images), vit(images)
+    assert tokens.shape == (3, 1 + vit.config.n_patches, vit.config.d_model)
+    assert torch.allclose(tokens[:, 0] @ vit.proj, pooled, atol=1e-6)

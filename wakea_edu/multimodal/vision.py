@@ -114,11 +114,15 @@ class ViT(nn.Module):
         x = torch.cat([self.class_token.expand(len(x), 1, -1).to(x.dtype), x], dim=1)
         return self.ln_pre(x + self.positions.to(x.dtype))
 
-    def forward(self, images: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        "(B, C, H, W) -> (B, output_dim or d_model): the class token after the blocks and the final norm (and projection)."
+    def token_features(self, images: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        "(B, C, H, W) -> (B, 1 + N, D): every token after the blocks and the final norm — what an adapter (chapter 11) reads."
         x = self.tokens(images, order)
         for block in self.blocks: x = block(x)
-        features = self.ln_post(x[:, 0])
+        return self.ln_post(x)
+
+    def forward(self, images: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        "(B, C, H, W) -> (B, output_dim or d_model): the class token after the blocks and the final norm (and projection)."
+        features = self.token_features(images, order)[:, 0]
         return features if self.proj is None else features @ self.proj
 
     @torch.no_grad()
