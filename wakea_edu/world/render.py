@@ -254,31 +254,44 @@ def _draw_result(canvas: Canvas, result: str, obj: dict, centre, top: float) -> 
         for p, q in zip(zig, zig[1:]): canvas.paint(segment(x, y, p, q, 0.035), _DARK)
     elif result == "bounces":
         for i in (-1, 0, 1): canvas.paint(segment(x, y, (cx + 0.12 * i, cy), (cx + 0.12 * i, cy - 0.1), 0.025), _DARK)
-    elif result in ("lands", "clangs"):
+    elif result == "lands":
         for side in (-1, 1):
             canvas.paint(segment(x, y, (cx + side * 0.3, cy - 0.02), (cx + side * 0.4, cy - 0.1), 0.03), _DARK)
+    elif result == "clangs":   # ringing: a zigzag on each side
+        for side in (-1, 1):
+            zig = [(cx + side * (0.3 + 0.035 * k), cy - 0.1 - 0.08 * (k % 2) - 0.03 * k) for k in range(5)]
+            for p, q in zip(zig, zig[1:]): canvas.paint(segment(x, y, p, q, 0.03), (0.85, 0.6, 0.05))
     elif result == "slides":
         for i in range(3): canvas.paint(segment(x, y, (cx - 0.4, cy - 0.05 - 0.07 * i), (cx - 0.22, cy - 0.05 - 0.07 * i), 0.025), _DARK)
     elif result == "melts": _drops(canvas, [(cx - 0.2, cy - 0.1), (cx + 0.2, cy - 0.12)])
     elif result == "burns": _flame(canvas, cx, cy - (cy - top) * 0.6, 0.1)
     elif result in ("gets warm", "gets hot", "glows"):
         if result == "glows": canvas.paint(ellipse(x, y, cx, (top + cy) / 2, 0.3, 0.6 * (cy - top) + 0.05), (1.0, 0.55, 0.1), 0.4)
-        for i in (-1, 0, 1):
+        # warm: two orange waves; hot and glowing: three red ones
+        waves, rgb = ((-0.5, 0.5), (0.9, 0.45, 0.0)) if result == "gets warm" else ((-1, 0, 1), (0.9, 0.2, 0.1))
+        for i in waves:
             wave = [(cx + 0.12 * i + 0.03 * math.sin(k * 2), top - 0.04 - 0.04 * k) for k in range(4)]
-            for p, q in zip(wave, wave[1:]): canvas.paint(segment(x, y, p, q, 0.025), (0.9, 0.2, 0.1))
-    elif result in ("gets cold", "hardens"):
+            for p, q in zip(wave, wave[1:]): canvas.paint(segment(x, y, p, q, 0.025), rgb)
+    elif result == "gets cold":
         col, row = (np.floor(c * canvas.size).astype(int) for c in (x, y))
         frost = ((col + row) % 3 == 0) & rect(x, y, cx - 0.3, top, cx + 0.3, cy)
         canvas.paint(frost, (0.85, 0.95, 1.0))
+    elif result == "hardens":   # darker (the pose's shade) under a grey stone glyph, not frost: freezing rubber and firing clay both do it
+        canvas.paint(polygon(x, y, [(cx, top - 0.2), (cx + 0.08, top - 0.12), (cx, top - 0.04), (cx - 0.08, top - 0.12)]), (0.45, 0.45, 0.5))
     elif result in ("gets wet", "gets soggy", "swells", "rusts"):
         if result == "rusts":
             col, row = (np.floor(c * canvas.size).astype(int) for c in (x, y))
             canvas.paint(((2 * col + row) % 4 == 0) & rect(x, y, cx - 0.2, top + 0.1, cx + 0.2, cy - 0.02), (0.6, 0.3, 0.1))
         else: _drops(canvas, [(cx - 0.25, top + 0.05), (cx + 0.27, top + 0.12), (cx - 0.2, cy - 0.15)])
-    elif result == "dents": canvas.paint(ellipse(x, y, cx + 0.1, (top + cy) / 2, 0.05, 0.04), _DARK, 0.7)
+    elif result == "dents": canvas.paint(ellipse(x, y, cx + 0.08, (top + cy) / 2, 0.08, 0.06), _DARK, 0.7)
+    elif result == "squashes":   # the press that flattened it
+        canvas.paint(rect(x, y, cx - 0.3, top + 0.18, cx + 0.3, top + 0.23), _DARK)
+    elif result == "gets soft":   # a wobble above it
+        wobble = [(cx - 0.2 + 0.08 * k, top - 0.06 - 0.04 * (k % 2)) for k in range(6)]
+        for p, q in zip(wobble, wobble[1:]): canvas.paint(segment(x, y, p, q, 0.03), (0.55, 0.35, 0.7))
     elif result == "stands": canvas.paint(rect(x, y, cx - 0.14, top - 0.12, cx + 0.14, top), (0.45, 0.45, 0.5))
     elif result == "topples": canvas.paint(rect(x, y, cx + 0.25, cy - 0.12, cx + 0.45, cy), (0.45, 0.45, 0.5))
-    elif result not in ("stays the same", "squashes", "gets soft", "crumples", "flutters down"):
+    elif result not in ("stays the same", "crumples", "flutters down"):
         canvas.paint(ellipse(x, y, 0.88, 0.12, 0.07, 0.07), colour_rgb(result))  # a result added by a config
 
 # %% ../../nbs/01_world.ipynb #35d4ff26
