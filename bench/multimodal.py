@@ -1,5 +1,6 @@
 """Multimodal benchmarks (chapters 08-11): our ViT's forward pass against open_clip's `VisionTransformer` holding the same
-weights. Later chapters add their keys here (CLIP training, the image tokenizer, audio, adapters).
+weights, and chapter 11's adapters (result accuracy on held-out events). Chapter 09 will add its keys here (CLIP training,
+the image tokenizer).
 
 Each group of keys comes from one measurement function in `MEASUREMENTS`; `--only NAME[,NAME]` runs some of them (the new
 keys are then merged into the existing results file). Everything runs on the CPU with a fixed thread count (`threads`);
@@ -7,7 +8,10 @@ each timing is the median of repeats interleaved across the compared functions, 
 across machines. `vit_forward_ratio` is our images/s over open_clip's at the chapter's shape (the trained reader's: 32x32
 scenes, 16 patches of 8x8, width 48, two blocks); `vit_forward_ratio_wide` the same at a wider shape, for context. Both
 sides run the same weights under `torch.no_grad`, and their features are checked equal (1e-5) before timing. When
-open_clip is not installed the ratios are null and `vit_skipped` says why. `runs` records, per measurement, the commit it
+open_clip is not installed the ratios are null and `vit_skipped` says why. `adapters` runs chapter 11's recipe at full size
+(`wakea_edu.recipes.multimodal.train_adapters`): `adapter_image_acc` and `adapter_audio_acc` are the fused model's result
+accuracy from pictures and sounds, `text_only_acc` and `shuffled_input_acc` the ablations' (the larger of the two media),
+`chance_acc` the share of the most common result, `audio_acc` the sound encoder's own. `runs` records, per measurement, the commit it
 ran at (and whether the working tree had changes), its thread count and config; `floors` are the targets the ratios
 must meet, `floors_met` whether every measured one does. Prints one JSON object on its last line and writes it to
 wakea_edu/data/bench/multimodal.json atomically.
@@ -23,18 +27,20 @@ import dataclasses
 import importlib.util
 import json
 import platform
+import time
 from pathlib import Path
 
 import torch
 
 from _timing import interleaved_medians   # bench/ is the script's folder, first on sys.path
 from wakea_edu.core import atomic_write, package_version, source_changed, source_commit
+from wakea_edu.recipes.multimodal import train_adapters
 from wakea_edu.multimodal.vision import ViT, ViTConfig, open_clip_kwargs, open_clip_state_dict
 
 RESULTS = Path(__file__).resolve().parents[1] / "wakea_edu" / "data" / "bench" / "multimodal.json"  # shipped beside the others
 VIT_SHAPES = {"chapter": (ViTConfig(), 256), "wide": (ViTConfig(patch_size=4, d_model=192, n_layers=6, n_heads=3), 32)}  # (config, batch)
 VIT_REPEATS, VIT_CALLS = 15, 3
-FLOORS = {"vit_forward_ratio": 0.9}
+FLOORS = {"vit_forward_ratio": 0.9, "adapter_image_acc": 0.9, "adapter_audio_acc": 0.9}
 
 
 @torch.no_grad()
@@ -71,7 +77,20 @@ def measure_vit_forward() -> dict:
     return figures
 
 
-MEASUREMENTS = {"vit_forward": measure_vit_forward}
+def measure_adapters() -> dict:
+    "Chapter 11's recipe at full size: result accuracy on held-out events from pictures and sounds, the text-only model, chance."
+    start = time.perf_counter()
+    run = train_adapters(fast=False, device="cpu")
+    table = run["table"]
+    return {"config": {"recipe": "wakea_edu.recipes.multimodal.train_adapters", "fast": False, "stories": 6000},
+            "adapter_image_acc": round(table["<|image|>"]["fused"], 3), "adapter_audio_acc": round(table["<|audio|>"]["fused"], 3),
+            "text_only_acc": round(max(row["text only"] for row in table.values()), 3),
+            "shuffled_input_acc": round(max(row["shuffled input"] for row in table.values()), 3),
+            "chance_acc": round(table["<|image|>"]["chance"], 3), "audio_acc": round(run["encoders"]["sound"]["result"], 3),
+            "adapters_run_s": round(time.perf_counter() - start)}
+
+
+MEASUREMENTS = {"vit_forward": measure_vit_forward, "adapters": measure_adapters}
 
 
 def main():

@@ -35,7 +35,8 @@ def failed(report) -> set[str]:
 
 def test_every_chapter_has_a_solution():
     assert list(SOLUTIONS) == ["00_core.ipynb", "01_world.ipynb", "02_tokenizer.ipynb", "03_attention.ipynb", "04_rope.ipynb",
-                              "05_transformer.ipynb", "06_pretraining.ipynb", "07_generation.ipynb", "08_vision.ipynb", "10_audio.ipynb"]
+                              "05_transformer.ipynb", "06_pretraining.ipynb", "07_generation.ipynb", "08_vision.ipynb", "10_audio.ipynb",
+                              "11_adapters.ipynb"]
 
 
 @pytest.mark.parametrize("name", SOLUTIONS)
@@ -311,6 +312,34 @@ MUTANTS = [  # (solution, replacement graded cell, the tests it must fail)
                        "    signal = overlap_add(torch.fft.irfft(spec.transpose(-1, -2), n=n_fft) * window, hop)\n"
                        "    return signal / overlap_add(window.square().expand(spec.shape[-1], n_fft), hop).clamp(min=1e-11)",
      {"istft_matches_torch", "istft_inverts_the_stft"}),
+    ("11_adapters.ipynb", "def add_special_tokens(special_ids, n_ids, tokens):  # new tokens first: every old id moves\n"
+                          "    new = [t for t in dict.fromkeys(tokens) if t not in special_ids]\n"
+                          "    return {t: n_ids - len(special_ids) + i for i, t in enumerate(new + list(special_ids))}",
+     {"new_special_tokens_take_the_next_ids", "known_and_repeated_tokens_are_added_once"}),
+    ("11_adapters.ipynb", "def add_special_tokens(special_ids, n_ids, tokens):  # a known token gets a second id\n"
+                          "    out = dict(special_ids)\n    for i, t in enumerate(dict.fromkeys(tokens)): out[t] = n_ids + i\n    return out",
+     {"known_and_repeated_tokens_are_added_once"}),
+    ("11_adapters.ipynb", "import torch\nimport torch.nn.functional as F\n"
+                          "def gated_projector(features, up_weight, up_bias, down_weight, down_bias, gate):  # ReLU\n"
+                          "    return torch.tanh(gate) * F.linear(F.relu(F.linear(features, up_weight, up_bias)), down_weight, down_bias)",
+     {"gated_projector_matches_linear_gelu_linear"}),
+    ("11_adapters.ipynb", "import torch\nimport torch.nn.functional as F\n"
+                          "def gated_projector(features, up_weight, up_bias, down_weight, down_bias, gate):  # a sigmoid gate: half open at 0\n"
+                          "    return torch.sigmoid(gate) * F.linear(F.gelu(F.linear(features, up_weight, up_bias)), down_weight, down_bias)",
+     {"gated_projector_matches_linear_gelu_linear", "a_closed_gate_gives_exactly_zero"}),
+    ("11_adapters.ipynb", "import torch\n"
+                          "def splice(embeddings, ids, placeholder_id, prefix):  # replaces the placeholders' embeddings\n"
+                          "    out = embeddings.clone()\n    out[ids == placeholder_id] = prefix.reshape(-1, prefix.shape[-1])\n    return out",
+     {"splice_adds_the_prefix_in_order", "splice_refuses_a_mismatched_prefix"}),
+    ("11_adapters.ipynb", "import torch\n"
+                          "def splice(embeddings, ids, placeholder_id, prefix):  # blocks to every row in turn, placeholders or not; no checks\n"
+                          "    out = embeddings.clone()\n    slots = ids == placeholder_id\n"
+                          "    for row in range(len(prefix)): out[row, slots[row]] += prefix[row, :int(slots[row].sum())]\n    return out",
+     {"splice_adds_the_prefix_in_order", "splice_refuses_a_mismatched_prefix"}),
+    ("11_adapters.ipynb", "import torch\n"
+                          "def prefix_free_targets(ids, targets, placeholder_ids):  # only where a placeholder is read\n"
+                          "    return targets.masked_fill(torch.isin(ids, torch.tensor(placeholder_ids)), -100)",
+     {"no_loss_where_a_placeholder_is_read_or_predicted"}),
 ]
 
 
