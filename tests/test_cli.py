@@ -67,3 +67,7 @@ def test_demo_runs_the_pipeline_and_writes_its_artefacts(tmp_path):
     broken = summary["samples"]["broken"]
     assert summary["samples"]["events_kept"] == summary["samples"]["events"] - len(broken)
     assert all(b["why"] and b["event"] for b in broken) and (not broken or "broken: " in r.stdout)
+    # chapter 11's stage, at a few steps: the table of what pictures, sounds and the text alone tell, and the picture of it
+    assert (out/"multimodal.png").read_bytes().startswith(b"\x89PNG") and summary["multimodal"]["steps"] == 9
+    assert {m: set(summary["multimodal"][m]) for m in ("image", "audio")} == dict.fromkeys(("image", "audio"), {"fused", "shuffled input", "text only", "chance"})
+    assert "(chapter 11)" in r.stdout

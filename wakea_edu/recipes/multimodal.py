@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['train_adapters']
+__all__ = ['train_adapters', 'save_saw_and_said']
 
 # %% ../../nbs/11_adapters.ipynb #58488181
 # The chapter-11 run as one function: encoders, fused model and text-only baseline on TinyWorld's pictures and sounds.
 import collections
 import dataclasses
+from pathlib import Path
 
 import torch
 
@@ -28,16 +29,17 @@ def _cfg(steps: int, batch_size: int, lr: float, weight_decay: float) -> TrainCo
     return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(steps // 10, 1), weight_decay=weight_decay,
                        eval_every=max(steps // 5, 1), eval_batches=2, ckpt_every=0)
 
-def train_adapters(fast: bool = False, stories: int = 6000, device=None) -> dict:
-    "Chapter 11's run: {'model', 'text_only', 'tasks' (test), 'encoders' (held-out accuracy), 'table' (result accuracy per medium and row)}."
-    world = TinyWorld(WorldConfig(stories={"train": stories, "val": 200, "test": 200}))
+def train_adapters(fast: bool = False, stories: int = 6000, steps: int | None = None, seed: int = 0, device=None) -> dict:
+    """Chapter 11's run (`steps`: of each encoder and of the fused model; the chapter's by default): {'model', 'text_only', 'tasks'
+    (test), 'answers' (test, per medium), 'encoders' (held-out accuracy), 'table' (result accuracy per medium and row)}."""
+    world = TinyWorld(WorldConfig(seed=seed, stories={"train": stories, "val": 200, "test": 200}))
     pictures = {split: result_scenes(world, split) for split in SPLITS}
     n_sounds = stories // 2 if fast else stories   # sounds are read more easily than pictures: fewer are plenty
     sounds = {split: sound_features(world, split, n_sounds if split == "train" else None) for split in SPLITS}
-    steps = 1_200 if fast else 1_500
+    steps = steps or (1_200 if fast else 1_500)
     reader, _ = train_result_reader(world, dataclasses.replace(_cfg(steps, 128, 6e-3, 0.1), warmup_steps=steps // 20),
                                     train=pictures["train"][:2], val=pictures["val"][:2], device=device)
-    hearer, _ = train_sound_classifier(world, _cfg(300 if fast else 500, 64, 3e-3, 0.05), train=sounds["train"], val=sounds["val"], device=device)
+    hearer, _ = train_sound_classifier(world, _cfg(min(300 if fast else 500, steps), 64, 3e-3, 0.05), train=sounds["train"], val=sounds["val"], device=device)
     tokenizer = with_special_tokens(tinyworld_tokenizer(), MEDIA_TOKENS)
     tasks = {split: [MediaTask(tokenizer, "<|image|>", 1 + reader.config.n_patches, pictures[split][0], pictures[split][2]),
                      MediaTask(tokenizer, "<|audio|>", hearer.config.n_tokens, sounds[split][0], pictures[split][2][:len(sounds[split][0])])]
@@ -51,14 +53,35 @@ def train_adapters(fast: bool = False, stories: int = 6000, device=None) -> dict
     FusedTrainer(model, _cfg(steps, 32, 3e-3, 0.05), task_batches(tasks["train"], 32, weights=[2, 1]), task_batches(tasks["val"], 32)).fit()
     seed_everything(0)
     text_only = FusedLM(WakeaLM(lm_config), {}, placeholders).to(dev)
-    FusedTrainer(text_only, _cfg(steps // 3, 32, 3e-3, 0.05), task_batches(tasks["train"], 32, with_media=False),
+    FusedTrainer(text_only, _cfg(max(steps // 3, 1), 32, 3e-3, 0.05), task_batches(tasks["train"], 32, with_media=False),
                  task_batches(tasks["val"], 32, with_media=False)).fit()
-    table = {}
+    table, answers = {}, {}
     for task in tasks["test"]:
         shuffle = torch.randperm(len(task.events), generator=torch.Generator().manual_seed(0))
-        table[task.medium] = {"fused": result_accuracy(task, said(model, task)),
+        answers[task.medium] = said(model, task)
+        table[task.medium] = {"fused": result_accuracy(task, answers[task.medium]),
                               "shuffled input": result_accuracy(task, said(model, task, task.inputs[shuffle])),
                               "text only": result_accuracy(task, said(text_only, task, False)),
                               "chance": max(collections.Counter(e.result for e in task.events).values()) / len(task.events)}
     encoders = {"picture": scene_accuracy(reader, *pictures["test"][:2]), "sound": sound_accuracy(hearer, *sounds["test"])}
-    return {"model": model, "text_only": text_only, "tasks": tasks["test"], "encoders": encoders, "table": table}
+    return {"model": model, "text_only": text_only, "tasks": tasks["test"], "answers": answers, "encoders": encoders, "table": table}
+
+def save_saw_and_said(run: dict, path, n: int = 6) -> Path:
+    "A PNG of `n` held-out events with different results: the picture and the sound's log-mel, each titled with what the model said."
+    import matplotlib
+    matplotlib.use("Agg")   # files only: no window, no display needed
+    import matplotlib.pyplot as plt
+    picture, sound = run["tasks"]
+    firsts = list({e.result: i for i, e in reversed(list(enumerate(picture.events[:len(sound.events)])))}.values())[:n]
+    fig, axes = plt.subplots(2, len(firsts), figsize=(2 * len(firsts), 4.6), squeeze=False)
+    for col, i in enumerate(firsts):
+        for row, (task, image, verb) in enumerate(((picture, picture.inputs[i].permute(1, 2, 0), "saw"), (sound, sound.inputs[i], "heard"))):
+            said_ = run["answers"][task.medium][i]
+            axes[row, col].imshow(image, **({} if row == 0 else {"origin": "lower", "aspect": "auto", "cmap": "magma"}))
+            axes[row, col].set_xticks([]); axes[row, col].set_yticks([])
+            axes[row, col].set_title(f"{verb}: {task.events[i].result}\nsaid:{said_}", fontsize=8,
+                                     color="black" if said_.rstrip(".").endswith(" " + task.events[i].result) else "red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
