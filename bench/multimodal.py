@@ -22,18 +22,15 @@ THREADS = 1
 os.environ["OMP_NUM_THREADS"] = str(THREADS)
 os.environ.setdefault("WAKEA_QUIET", "1")
 
-import argparse
 import dataclasses
 import importlib.util
-import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
-from _timing import interleaved_medians   # bench/ is the script's folder, first on sys.path
-from wakea_edu.core import atomic_write, package_version, source_changed, source_commit
+from _timing import interleaved_medians, run_measurements   # bench/ is the script's folder, first on sys.path
+from wakea_edu.core import package_version
 from wakea_edu.recipes.multimodal import train_adapters
 from wakea_edu.multimodal.vision import ViT, ViTConfig, open_clip_kwargs, open_clip_state_dict
 
@@ -94,29 +91,7 @@ MEASUREMENTS = {"vit_forward": measure_vit_forward, "adapters": measure_adapters
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}")
-    args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(MEASUREMENTS)
-    if unknown := [n for n in names if n not in MEASUREMENTS]: parser.error(f"unknown measurement {unknown[0]!r}")
-    torch.set_num_threads(THREADS)
-    result = json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
-    commit, dirty = source_commit(), source_changed()
-    result |= {"threads": THREADS, "torch": torch.__version__, "python": platform.python_version(),
-               "machine": platform.machine(), "commit": commit, "commit_dirty": dirty}
-    runs = result.setdefault("runs", {})
-    for name in names:
-        figures = MEASUREMENTS[name]()
-        # with --only, older figures stay in the file: each measurement keeps the commit and threads it ran with
-        runs[name] = {"commit": commit, "commit_dirty": dirty, "threads": torch.get_num_threads(), "config": figures.pop("config")}
-        result |= figures
-    result["floors"] = FLOORS
-    measured = {key: result[key] for key in FLOORS if result.get(key) is not None}
-    result["floors_met"] = len(measured) == len(FLOORS) and all(value >= FLOORS[key] for key, value in measured.items())
-    result["floors_failed"] = sorted(key for key in FLOORS if result.get(key) is None or result[key] < FLOORS[key])
-    atomic_write(RESULTS, json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
-
+    run_measurements(__doc__.splitlines()[0], MEASUREMENTS, RESULTS, FLOORS, THREADS)
 
 if __name__ == "__main__":
     main()
